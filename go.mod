@@ -1,6 +1,6 @@
 module github.com/vpnfw/vpnfw
 
-go 1.26.8
+go 1.23.0
 
 require (
 	github.com/coreos/go-iptables v0.8.0

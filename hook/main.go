@@ -239,15 +239,17 @@ func (a *app) applyEvent(ev Event) error {
 	if err := ev.validate(cfg); err != nil {
 		return err
 	}
-	be, err := a.newBackend(cfg)
-	if err != nil {
-		return err
-	}
+	// Lock before the backend reads anything: what it reads must still be
+	// true when it writes.
 	unlock, err := lock(a.lockPath, 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	be, err := a.newBackend(cfg)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var tunnels []string
@@ -272,7 +274,7 @@ func (a *app) applyEvent(ev Event) error {
 		return fmt.Errorf("applying the %s state with %s: %w; the host stays at least as closed as before", rs.State, be.Name(), err)
 	}
 	a.log.Info().Str("event", ev.Command).Str("state", string(rs.State)).Str("backend", be.Name()).
-		Str("dev", ev.Dev).Strs("tunnels", rs.Tunnels).Dur("took", time.Since(start)).Msg("applied")
+		Str("dev", ev.Dev).Strs("tunnels", rs.Tunnels).Str("took", time.Since(start).Round(10*time.Microsecond).String()).Msg("applied")
 	return nil
 }
 
@@ -280,7 +282,9 @@ func (a *app) applyEvent(ev Event) error {
 func systemBackend(cfg *rules.Config) (rules.Backend, error) {
 	switch cfg.Backend {
 	case "auto", "iptables":
-		return iptables.Detect()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return iptables.Detect(ctx)
 	}
 	return nil, &rules.ConfigError{Key: "VPNFW_BACKEND", Value: cfg.Backend,
 		Expected: "the nftables backend is not in this version yet; use auto or iptables"}
@@ -419,15 +423,15 @@ func (a *app) cmdDisarm(args []string) error {
 	if err != nil {
 		return err
 	}
-	be, err := a.newBackend(cfg)
-	if err != nil {
-		return err
-	}
 	unlock, err := lock(a.lockPath, 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	be, err := a.newBackend(cfg)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := be.Disarm(ctx); err != nil {

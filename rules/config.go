@@ -56,7 +56,7 @@ type Config struct {
 // ConfigError is a configuration the binary refuses; the command exits 2.
 type ConfigError struct {
 	Key, Value, Expected string
-	File             string
+	File                 string
 }
 
 func (e *ConfigError) Error() string {
@@ -328,7 +328,9 @@ func ParsePort(s string) (uint16, error) {
 
 func parseMark(v string) (uint32, error) {
 	n, err := strconv.ParseUint(v, 0, 32)
-	if err != nil || n == 0 || strings.HasPrefix(v, "0") && !strings.HasPrefix(strings.ToLower(v), "0x") {
+	// Base 0 also takes Go's digit separators (1_000), which OpenVPN's mark
+	// option would read as a different number: refuse them.
+	if err != nil || n == 0 || strings.Contains(v, "_") || strings.HasPrefix(v, "0") && !strings.HasPrefix(strings.ToLower(v), "0x") {
 		return 0, &ConfigError{Key: "VPNFW_VPN_MARK", Value: v,
 			Expected: "expected a fwmark from 1 to 4294967295, decimal (as OpenVPN's mark option needs) or 0x hex; 0 would match every unmarked packet"}
 	}

@@ -89,7 +89,7 @@ type L4 struct {
 // Slices are sets: a packet matches when it matches any element.
 type Rule struct {
 	// Purpose is carried into the kernel as the rule's comment.
-	Purpose string
+	Purpose  string
 	InIface  string
 	OutIface string
 	// Dst matches the packet's destination, or with CtOriginal the
@@ -103,8 +103,8 @@ type Rule struct {
 	CtOriginal bool
 	// CtEstablished matches only packets of established or related flows.
 	CtEstablished bool
-	Mark    uint32 // 0: no fwmark match
-	UID     *uint32
+	Mark          uint32 // 0: no fwmark match
+	UID           *uint32
 	// HopLimit255 requires hop limit 255 (IPv6 neighbour discovery from on-link).
 	HopLimit255 bool
 	Verdict     Verdict

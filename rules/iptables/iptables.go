@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -42,40 +41,43 @@ func FindTool(name string) (string, error) {
 
 // family holds the tools of one address family.
 type family struct {
-	ipt     *goipt.IPTables
-	restore string // absolute path of iptables-restore or ip6tables-restore
+	fam     rules.Family
+	bin     string // iptables or ip6tables of the flavour
+	save    string
+	restore string
 }
 
 // Backend drives one iptables flavour for both address families.
 type Backend struct {
 	flavour Flavour
 	fams    [2]family
+	// read caches the last table read of each family until the next write:
+	// one invocation reads each table once (detection, tunnels and the jump
+	// probe share it), keeping the hook close to the cost of the restore
+	// itself. Callers serialise invocations (the hook holds a lock).
+	read [2]*snapshot
 }
 
-// NewFlavour sets up the backend for one flavour.
+// NewFlavour sets up the backend for one flavour; it runs nothing yet.
 func NewFlavour(fl Flavour) (*Backend, error) {
 	suffix := "-nft"
 	if fl == Legacy {
 		suffix = "-legacy"
 	}
 	b := &Backend{flavour: fl}
-	for i, f := range []struct {
-		cmd   string
-		proto goipt.Protocol
-	}{{"iptables", goipt.ProtocolIPv4}, {"ip6tables", goipt.ProtocolIPv6}} {
-		bin, err := FindTool(f.cmd + suffix)
-		if err != nil {
-			return nil, err
+	for i, cmd := range []string{"iptables", "ip6tables"} {
+		f := family{fam: rules.Family(i)}
+		for _, t := range []struct {
+			dst  *string
+			name string
+		}{{&f.bin, cmd + suffix}, {&f.save, cmd + suffix + "-save"}, {&f.restore, cmd + suffix + "-restore"}} {
+			p, err := FindTool(t.name)
+			if err != nil {
+				return nil, err
+			}
+			*t.dst = p
 		}
-		restore, err := FindTool(f.cmd + suffix + "-restore")
-		if err != nil {
-			return nil, err
-		}
-		ipt, err := goipt.New(goipt.IPFamily(f.proto), goipt.Path(bin), goipt.Timeout(10))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", bin, err)
-		}
-		b.fams[i] = family{ipt: ipt, restore: restore}
+		b.fams[i] = f
 	}
 	return b, nil
 }
@@ -84,7 +86,7 @@ func NewFlavour(fl Flavour) (*Backend, error) {
 // chains, else the only one holding other software's chains, else the one
 // the system's `iptables` command uses. Mixing flavours would leave two
 // firewalls that disagree, so the choice follows what is already there.
-func Detect() (*Backend, error) {
+func Detect(ctx context.Context) (*Backend, error) {
 	var avail []*Backend
 	var errs []error
 	for _, fl := range []Flavour{NFTables, Legacy} {
@@ -106,14 +108,14 @@ func Detect() (*Backend, error) {
 		if b.flavour == Legacy && !legacyTablesLoaded() {
 			continue
 		}
-		chains, err := b.fams[0].ipt.ListChains("filter")
+		s, err := b.snapshot(ctx, rules.IPv4)
 		if err != nil {
 			continue
 		}
-		if slices.Contains(chains, chainNames[rules.Output]) {
+		if _, ok := s.chains[chainNames[rules.Output]]; ok {
 			return b, nil
 		}
-		if len(chains) > len(builtinNames) {
+		if len(s.chains) > len(builtinNames) {
 			inUse = append(inUse, b)
 		}
 	}
@@ -158,6 +160,60 @@ func systemFlavour() Flavour {
 	return Legacy
 }
 
+// snapshot is the filter table of one family as iptables-save prints it.
+type snapshot struct {
+	policies map[string]string   // built-in chain -> policy
+	chains   map[string][]string // every chain -> its rules as `iptables -S` lines
+}
+
+// snapshot returns the family's filter table, read at most once until the
+// next write.
+func (b *Backend) snapshot(ctx context.Context, fam rules.Family) (*snapshot, error) {
+	if s := b.read[fam]; s != nil {
+		return s, nil
+	}
+	f := b.fams[fam]
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, f.save, "-t", "filter")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the filter table: %v: %s", filepath.Base(f.save), err, strings.TrimSpace(stderr.String()))
+	}
+	s, err := parseSave(string(out))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(f.save), err)
+	}
+	b.read[fam] = s
+	return s, nil
+}
+
+// parseSave reads `iptables-save -t filter` output. Its rule lines are
+// printed exactly as `iptables -S` prints them.
+func parseSave(text string) (*snapshot, error) {
+	s := &snapshot{policies: map[string]string{}, chains: map[string][]string{}}
+	for _, line := range strings.Split(text, "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			f := strings.Fields(line[1:])
+			if len(f) < 2 {
+				return nil, fmt.Errorf("unexpected chain line %q", line)
+			}
+			s.chains[f[0]] = []string{}
+			if f[1] != "-" {
+				s.policies[f[0]] = f[1]
+			}
+		case strings.HasPrefix(line, "-A "):
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				return nil, fmt.Errorf("unexpected rule line %q", line)
+			}
+			s.chains[f[1]] = append(s.chains[f[1]], line)
+		}
+	}
+	return s, nil
+}
+
 // Name implements rules.Backend.
 func (b *Backend) Name() string { return fmt.Sprintf("iptables (%s)", b.flavour) }
 
@@ -169,44 +225,46 @@ func (b *Backend) Render(rs *rules.Ruleset) string { return Render(rs) }
 
 // Apply implements rules.Backend: one iptables-restore --noflush per family.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
-	for i, t := range rs.Tables {
-		fam := b.fams[i]
+	for _, t := range rs.Tables {
+		s, err := b.snapshot(ctx, t.Family)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.Family, err)
+		}
 		var jumps [len(rules.Hooks)]jumpState
 		for _, h := range rules.Hooks {
-			lines, err := fam.ipt.List("filter", builtinNames[h])
-			if err != nil {
-				return fmt.Errorf("%s: listing %s: %w", t.Family, builtinNames[h], err)
-			}
-			jumps[h] = findJumps(h, lines)
+			jumps[h] = findJumps(h, s.chains[builtinNames[h]])
 		}
-		if err := b.restore(ctx, fam, restoreText(t, jumps)); err != nil {
+		if err := b.restore(ctx, t.Family, restoreText(t, jumps)); err != nil {
 			return fmt.Errorf("%s: %w", t.Family, err)
 		}
 	}
 	return nil
 }
 
-// findJumps reads `iptables -S BUILTIN` output, whose first line is the policy.
+// findJumps counts our jump among the rules of a built-in chain.
 func findJumps(h rules.Hook, lines []string) jumpState {
 	want := "-A " + builtinNames[h] + " " + jumpSpec(h)
 	var j jumpState
 	for i, l := range lines {
 		if l == want {
 			j.count++
-			j.first = j.first || i == 1
+			j.first = j.first || i == 0
 		}
 	}
 	return j
 }
 
-func (b *Backend) restore(ctx context.Context, fam family, text string) error {
-	cmd := exec.CommandContext(ctx, fam.restore, "--noflush", "--wait=10")
+// restore runs one transaction and forgets the family's cached read.
+func (b *Backend) restore(ctx context.Context, fam rules.Family, text string) error {
+	b.read[fam] = nil
+	f := b.fams[fam]
+	cmd := exec.CommandContext(ctx, f.restore, "--noflush", "--wait=10")
 	cmd.Stdin = strings.NewReader(text)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s --noflush failed, nothing of this family was changed: %v: %s",
-			filepath.Base(fam.restore), err, strings.TrimSpace(stderr.String()))
+			filepath.Base(f.restore), err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
@@ -216,17 +274,12 @@ var tunnelRule = regexp.MustCompile(`^-A VPNFW-OUTPUT -o (\S+) -m comment --comm
 // Tunnels implements rules.Backend, reading the IPv4 output chain: IPv4
 // always carries every allowed tunnel.
 func (b *Backend) Tunnels(ctx context.Context) ([]string, error) {
-	ipt := b.fams[0].ipt
-	ok, err := ipt.ChainExists("filter", chainNames[rules.Output])
-	if err != nil || !ok {
+	s, err := b.snapshot(ctx, rules.IPv4)
+	if err != nil {
 		return nil, err
 	}
-	lines, err := ipt.List("filter", chainNames[rules.Output])
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", chainNames[rules.Output], err)
-	}
 	var devs []string
-	for _, l := range lines {
+	for _, l := range s.chains[chainNames[rules.Output]] {
 		m := tunnelRule.FindStringSubmatch(l)
 		if m == nil || m[1] != m[2] || rules.ValidIfaceName(m[1]) != nil {
 			continue
@@ -238,34 +291,25 @@ func (b *Backend) Tunnels(ctx context.Context) ([]string, error) {
 
 // Check implements rules.Backend.
 func (b *Backend) Check(ctx context.Context, rs *rules.Ruleset) error {
-	for i, t := range rs.Tables {
-		ipt := b.fams[i].ipt
+	for _, t := range rs.Tables {
+		s, err := b.snapshot(ctx, t.Family)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.Family, err)
+		}
 		for _, h := range rules.Hooks {
 			builtin, own := builtinNames[h], chainNames[h]
-			lines, err := ipt.List("filter", builtin)
-			if err != nil {
-				return fmt.Errorf("%s: listing %s: %w", t.Family, builtin, err)
+			if p := s.policies[builtin]; p != "DROP" {
+				return fmt.Errorf("%s: %s policy is %s, expected DROP; run vpnfw-hook baseline", t.Family, builtin, p)
 			}
-			if len(lines) == 0 || lines[0] != "-P "+builtin+" DROP" {
-				return fmt.Errorf("%s: %s policy is not DROP (%s); run vpnfw-hook baseline", t.Family, builtin, strings.Join(lines[:min(1, len(lines))], ""))
-			}
-			if len(lines) < 2 || lines[1] != "-A "+builtin+" "+jumpSpec(h) {
+			if r := s.chains[builtin]; len(r) == 0 || r[0] != "-A "+builtin+" "+jumpSpec(h) {
 				return fmt.Errorf("%s: the first rule of %s is not the jump to %s; run vpnfw-hook baseline", t.Family, builtin, own)
 			}
-			exists, err := ipt.ChainExists("filter", own)
-			if err != nil {
-				return fmt.Errorf("%s: probing %s: %w", t.Family, own, err)
-			}
-			if !exists {
+			live, ok := s.chains[own]
+			if !ok {
 				return fmt.Errorf("%s: chain %s is missing; run vpnfw-hook baseline", t.Family, own)
 			}
-			live, err := ipt.List("filter", own)
-			if err != nil {
-				return fmt.Errorf("%s: listing %s: %w", t.Family, own, err)
-			}
-			want := append([]string{"-N " + own}, ChainRules(t.Family, t.Chains[h])...)
-			if err := firstDifference(live, want); err != nil {
-				return fmt.Errorf("%s: %s: %w", t.Family, own, err)
+			if err := firstDifference(live, ChainRules(t.Family, t.Chains[h])); err != nil {
+				return fmt.Errorf("%s: %s: %w; run vpnfw-hook baseline", t.Family, own, err)
 			}
 		}
 	}
@@ -276,11 +320,11 @@ func firstDifference(live, want []string) error {
 	for i := range max(len(live), len(want)) {
 		switch {
 		case i >= len(live):
-			return fmt.Errorf("rule %d is missing: %s", i, want[i])
+			return fmt.Errorf("rule %d is missing: %s", i+1, want[i])
 		case i >= len(want):
-			return fmt.Errorf("unexpected rule %d: %s", i, live[i])
+			return fmt.Errorf("unexpected rule %d: %s", i+1, live[i])
 		case live[i] != want[i]:
-			return fmt.Errorf("rule %d is %s, expected %s", i, live[i], want[i])
+			return fmt.Errorf("rule %d is %s, expected %s", i+1, live[i], want[i])
 		}
 	}
 	return nil
@@ -288,16 +332,23 @@ func firstDifference(live, want []string) error {
 
 var commentRE = regexp.MustCompile(`/\* vpnfw: (.*?) \*/`)
 
-// Status implements rules.Backend.
+// Status implements rules.Backend, with go-iptables' counters.
 func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 	st := &rules.Status{Backend: b.Name(), Armed: true, Tunnels: []string{}, Rules: []rules.Counter{}}
-	for i, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		ipt := b.fams[i].ipt
+	for i, f := range b.fams {
+		proto := goipt.ProtocolIPv4
+		if f.fam == rules.IPv6 {
+			proto = goipt.ProtocolIPv6
+		}
+		ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Path(f.bin), goipt.Timeout(10))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.bin, err)
+		}
 		for _, h := range rules.Hooks {
 			own := chainNames[h]
 			exists, err := ipt.ChainExists("filter", own)
 			if err != nil {
-				return nil, fmt.Errorf("%s: probing %s: %w", fam, own, err)
+				return nil, fmt.Errorf("%s: probing %s: %w", f.fam, own, err)
 			}
 			if !exists {
 				st.Armed = false
@@ -305,14 +356,14 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 			}
 			stats, err := ipt.StructuredStats("filter", own)
 			if err != nil {
-				return nil, fmt.Errorf("%s: counters of %s: %w", fam, own, err)
+				return nil, fmt.Errorf("%s: counters of %s: %w", f.fam, own, err)
 			}
 			for _, s := range stats {
 				purpose := "(not ours)"
 				if m := commentRE.FindStringSubmatch(s.Options); m != nil {
 					purpose = m[1]
 				}
-				st.Rules = append(st.Rules, rules.Counter{Family: fam.String(), Chain: own, Purpose: purpose,
+				st.Rules = append(st.Rules, rules.Counter{Family: rules.Family(i).String(), Chain: own, Purpose: purpose,
 					Verdict: s.Target, Packets: s.Packets, Bytes: s.Bytes})
 			}
 		}
@@ -331,7 +382,11 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 
 // Disarm implements rules.Backend: policies ACCEPT, jumps and chains gone.
 func (b *Backend) Disarm(ctx context.Context) error {
-	for i, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		s, err := b.snapshot(ctx, fam)
+		if err != nil {
+			return fmt.Errorf("%s: %w", fam, err)
+		}
 		var t strings.Builder
 		t.WriteString("*filter\n")
 		for _, h := range rules.Hooks {
@@ -342,11 +397,7 @@ func (b *Backend) Disarm(ctx context.Context) error {
 			fmt.Fprintf(&t, ":%s - [0:0]\n", chainNames[h])
 		}
 		for _, h := range rules.Hooks {
-			lines, err := b.fams[i].ipt.List("filter", builtinNames[h])
-			if err != nil {
-				return fmt.Errorf("%s: listing %s: %w", fam, builtinNames[h], err)
-			}
-			for range findJumps(h, lines).count {
+			for range findJumps(h, s.chains[builtinNames[h]]).count {
 				fmt.Fprintf(&t, "-D %s %s\n", builtinNames[h], jumpSpec(h))
 			}
 		}
@@ -354,7 +405,7 @@ func (b *Backend) Disarm(ctx context.Context) error {
 			fmt.Fprintf(&t, "-X %s\n", chainNames[h])
 		}
 		t.WriteString("COMMIT\n")
-		if err := b.restore(ctx, b.fams[i], t.String()); err != nil {
+		if err := b.restore(ctx, fam, t.String()); err != nil {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
 	}
