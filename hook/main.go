@@ -168,8 +168,9 @@ func (a *app) flags(name, synopsis string, args []string, define func(fs *flag.F
 	return nil
 }
 
-// eventFlags parses baseline/up/down flags into an event.
-func (a *app) eventFlags(cmd string, args []string) (Event, error) {
+// eventFlags parses baseline/up/down flags into an event; prefix is "render "
+// when render parses them, for its usage line.
+func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
 	ev := Event{Command: cmd}
 	var server, port, proto string
 	synopsis := map[string]string{
@@ -177,7 +178,10 @@ func (a *app) eventFlags(cmd string, args []string) (Event, error) {
 		"up":       "up --dev D [--server IP --port N --proto udp|tcp]",
 		"down":     "down --dev D",
 	}[cmd]
-	err := a.flags(cmd, synopsis, args, func(fs *flag.FlagSet) {
+	if prefix != "" && cmd == "baseline" {
+		synopsis = "[baseline | up --dev D ... | down --dev D]"
+	}
+	err := a.flags(cmd, prefix+synopsis, args, func(fs *flag.FlagSet) {
 		if cmd == "baseline" {
 			return
 		}
@@ -209,7 +213,7 @@ func (a *app) eventFlags(cmd string, args []string) (Event, error) {
 }
 
 func (a *app) cmdEvent(cmd string, args []string) error {
-	ev, err := a.eventFlags(cmd, args)
+	ev, err := a.eventFlags("", cmd, args)
 	if err != nil {
 		return err
 	}
@@ -382,7 +386,7 @@ func (a *app) cmdRender(args []string) error {
 	if cmd != "baseline" && cmd != "up" && cmd != "down" {
 		return usagef("render %q: expected baseline, up or down", cmd)
 	}
-	ev, err := a.eventFlags(cmd, args)
+	ev, err := a.eventFlags("render ", cmd, args)
 	if err != nil {
 		return err
 	}
