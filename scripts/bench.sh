@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+WORK=$(mktemp -d /tmp/vpnfw.XXXXXX)
 
 ROUNDS=${1:-50}
 need_root

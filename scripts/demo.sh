@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+WORK=$(mktemp -d /tmp/vpnfw.XXXXXX)
 
 need_root
 install_missing iptables:iptables ip:iproute2 socat:socat setpriv:util-linux

@@ -1,8 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by the scripts in scripts/. Source it; it runs nothing itself.
 
-# shellcheck disable=SC2034 # used by the scripts that source this file
-WORK=$(mktemp -d /tmp/vpnfw.XXXXXX)
 STARTED_PIDS=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -14,13 +12,21 @@ need_root() {
 	fi
 }
 
-# install_missing CMD:PACKAGE...: apt-get installs the packages whose command is missing.
+# Tools live in sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+# install_missing CMD:PACKAGE...: apt-get installs the packages whose command
+# is missing (as root; otherwise it says what is missing and goes on).
 install_missing() {
 	local pkgs=() spec
 	for spec in "$@"; do
 		command -v "${spec%%:*}" >/dev/null 2>&1 || pkgs+=("${spec#*:}")
 	done
 	[ ${#pkgs[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" != 0 ]; then
+		echo "missing ${pkgs[*]}: run as root (sudo $0) to install them" >&2
+		return 0
+	fi
 	echo "installing ${pkgs[*]} ..."
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null
