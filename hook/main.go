@@ -243,8 +243,24 @@ func (a *app) applyEvent(ev Event) error {
 	if err := ev.validate(cfg); err != nil {
 		return err
 	}
-	// Lock before the backend reads anything: what it reads must still be
-	// true when it writes.
+	return a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+		tunnels, err := nextTunnels(ctx, be, cfg, ev)
+		if err != nil {
+			return err
+		}
+		rs := rules.Policy(cfg, tunnels)
+		if err := be.Apply(ctx, rs); err != nil {
+			return fmt.Errorf("applying the %s state with %s: %w; the host stays at least as closed as before", rs.State, be.Name(), err)
+		}
+		a.log.Info().Str("event", ev.Command).Str("state", string(rs.State)).Str("backend", be.Name()).
+			Str("dev", ev.Dev).Strs("tunnels", rs.Tunnels).Str("took", time.Since(start).Round(10*time.Microsecond).String()).Msg("applied")
+		return nil
+	})
+}
+
+// locked runs fn with the lock held and the backend set up. The lock comes
+// first: what the backend reads must still be true when it writes.
+func (a *app) locked(cfg *rules.Config, fn func(context.Context, rules.Backend) error) error {
 	unlock, err := lock(a.lockPath, 30*time.Second)
 	if err != nil {
 		return err
@@ -256,30 +272,31 @@ func (a *app) applyEvent(ev Event) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	return fn(ctx, be)
+}
+
+// nextTunnels is the set of tunnels allowed after ev: the live ones, plus or
+// minus ev's device. baseline allows none.
+func nextTunnels(ctx context.Context, be rules.Backend, cfg *rules.Config, ev Event) ([]string, error) {
+	if ev.Command == "baseline" {
+		return nil, nil
+	}
+	live, err := be.Tunnels(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the allowed tunnels: %w", err)
+	}
 	var tunnels []string
-	if ev.Command != "baseline" {
-		live, err := be.Tunnels(ctx)
-		if err != nil {
-			return fmt.Errorf("reading the allowed tunnels: %w", err)
-		}
-		// A tunnel the configuration no longer allows is dropped here, so
-		// narrowing VPNFW_TUN_DEVICES takes effect at the next event.
-		for _, d := range live {
-			if cfg.AllowsDevice(d) && d != ev.Dev {
-				tunnels = append(tunnels, d)
-			}
-		}
-		if ev.Command == "up" {
-			tunnels = append(tunnels, ev.Dev)
+	// A tunnel the configuration no longer allows is dropped here, so
+	// narrowing VPNFW_TUN_DEVICES takes effect at the next event.
+	for _, d := range live {
+		if cfg.AllowsDevice(d) && d != ev.Dev {
+			tunnels = append(tunnels, d)
 		}
 	}
-	rs := rules.Policy(cfg, tunnels)
-	if err := be.Apply(ctx, rs); err != nil {
-		return fmt.Errorf("applying the %s state with %s: %w; the host stays at least as closed as before", rs.State, be.Name(), err)
+	if ev.Command == "up" {
+		tunnels = append(tunnels, ev.Dev)
 	}
-	a.log.Info().Str("event", ev.Command).Str("state", string(rs.State)).Str("backend", be.Name()).
-		Str("dev", ev.Dev).Strs("tunnels", rs.Tunnels).Str("took", time.Since(start).Round(10*time.Microsecond).String()).Msg("applied")
-	return nil
+	return tunnels, nil
 }
 
 // systemBackend picks the backend VPNFW_BACKEND names.
@@ -427,22 +444,13 @@ func (a *app) cmdDisarm(args []string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lock(a.lockPath, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	be, err := a.newBackend(cfg)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := be.Disarm(ctx); err != nil {
-		return fmt.Errorf("disarming %s: %w", be.Name(), err)
-	}
-	a.log.Warn().Str("backend", be.Name()).Msg("disarmed: every vpnfw rule is removed and traffic is no longer forced through the VPN")
-	return nil
+	return a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+		if err := be.Disarm(ctx); err != nil {
+			return fmt.Errorf("disarming %s: %w", be.Name(), err)
+		}
+		a.log.Warn().Str("backend", be.Name()).Msg("disarmed: every vpnfw rule is removed and traffic is no longer forced through the VPN")
+		return nil
+	})
 }
 
 func (a *app) cmdVersion(args []string) error {

@@ -388,14 +388,8 @@ func (b *Backend) Disarm(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
 		var t strings.Builder
-		t.WriteString("*filter\n")
-		for _, h := range rules.Hooks {
-			fmt.Fprintf(&t, ":%s ACCEPT [0:0]\n", builtinNames[h])
-		}
-		for _, h := range rules.Hooks {
-			// Declaring creates a missing chain, so the -X below always has one.
-			fmt.Fprintf(&t, ":%s - [0:0]\n", chainNames[h])
-		}
+		// Declaring creates a missing chain, so the -X below always has one.
+		declareChains(&t, "ACCEPT")
 		for _, h := range rules.Hooks {
 			for range findJumps(h, s.chains[builtinNames[h]]).count {
 				fmt.Fprintf(&t, "-D %s %s\n", builtinNames[h], jumpSpec(h))

@@ -160,13 +160,7 @@ type jumpState struct {
 // inserts meanwhile can never be deleted instead: the transaction fails.
 func restoreText(t rules.Table, jumps [len(rules.Hooks)]jumpState) string {
 	var b strings.Builder
-	b.WriteString("*filter\n")
-	for _, h := range rules.Hooks {
-		fmt.Fprintf(&b, ":%s DROP [0:0]\n", builtinNames[h])
-	}
-	for _, h := range rules.Hooks {
-		fmt.Fprintf(&b, ":%s - [0:0]\n", chainNames[h])
-	}
+	declareChains(&b, "DROP")
 	for _, h := range rules.Hooks {
 		for _, line := range ChainRules(t.Family, t.Chains[h]) {
 			b.WriteString(line + "\n")
@@ -184,6 +178,18 @@ func restoreText(t rules.Table, jumps [len(rules.Hooks)]jumpState) string {
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// declareChains starts a transaction: the built-in chains' policies, and our
+// chains declared, which with --noflush creates or flushes them.
+func declareChains(b *strings.Builder, policy string) {
+	b.WriteString("*filter\n")
+	for _, h := range rules.Hooks {
+		fmt.Fprintf(b, ":%s %s [0:0]\n", builtinNames[h], policy)
+	}
+	for _, h := range rules.Hooks {
+		fmt.Fprintf(b, ":%s - [0:0]\n", chainNames[h])
+	}
 }
 
 // Render prints the transactions that would be applied to a host without
