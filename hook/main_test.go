@@ -575,7 +575,8 @@ func TestLockFileIsCreatedWhereConfigured(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lock file: %v", err)
 	}
-	if fi.Mode().Perm() != 0o600 {
+	// Readable by all, so a VPN client running as its own user can lock it.
+	if fi.Mode().Perm() != 0o644 {
 		t.Errorf("lock file mode %04o", fi.Mode().Perm())
 	}
 }
