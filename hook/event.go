@@ -16,6 +16,8 @@ type Event struct {
 	// the configuration allows, or the tunnel is refused.
 	Server   netip.Addr
 	Endpoint rules.Endpoint // zero when unknown
+	// Boot is baseline --boot: a configuration error applies the lockdown.
+	Boot bool
 }
 
 // usageError is bad input from the command line or environment: exit 2.

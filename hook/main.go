@@ -28,8 +28,10 @@ const usageText = `vpnfw-hook: fail-closed firewall for VPN clients
 Usage: vpnfw-hook [--config FILE] [--log-format auto|console|json] COMMAND [flags]
 
 Commands:
-  baseline                 apply the blocked state: only loopback and the VPN client's
-                           own connection to its servers
+  baseline [--boot]        apply the blocked state: only loopback and the VPN client's
+                           own connection to its servers; with --boot (what the boot
+                           unit and plugin run) a missing or invalid configuration
+                           applies the lockdown (loopback only) and exits 2
   up --dev D [--server IP --port N --proto udp|tcp]
                            allow tunnel device D (and check the server it runs to)
   down --dev D             remove tunnel D's allowance; the blocked state stays
@@ -174,7 +176,7 @@ func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
 	ev := Event{Command: cmd}
 	var server, port, proto string
 	synopsis := map[string]string{
-		"baseline": "baseline",
+		"baseline": "baseline [--boot]",
 		"up":       "up --dev D [--server IP --port N --proto udp|tcp]",
 		"down":     "down --dev D",
 	}[cmd]
@@ -183,6 +185,9 @@ func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
 	}
 	err := a.flags(cmd, prefix+synopsis, args, func(fs *flag.FlagSet) {
 		if cmd == "baseline" {
+			if prefix == "" {
+				fs.BoolVar(&ev.Boot, "boot", false, "the boot path: if the configuration is missing or invalid, apply the lockdown\n(only loopback passes) instead of changing nothing, log why, and exit 2")
+			}
 			return
 		}
 		fs.StringVar(&ev.Dev, "dev", "", "tunnel `device` (must match VPNFW_TUN_DEVICES)")
@@ -217,7 +222,38 @@ func (a *app) cmdEvent(cmd string, args []string) error {
 	if err != nil {
 		return err
 	}
-	return a.applyEvent(ev)
+	err = a.applyEvent(ev)
+	var ce *rules.ConfigError
+	if ev.Boot && errors.As(err, &ce) {
+		return a.lockdown(err)
+	}
+	return err
+}
+
+// lockdown is the boot path's answer to a configuration it cannot use: the
+// blocked state of an empty configuration, so only loopback passes, with the
+// auto backend. A host must not boot open because of a typo or a missing
+// file. The configuration error is still returned: the boot fails visibly
+// (exit 2) with the lockdown in place.
+func (a *app) lockdown(cause error) error {
+	start := time.Now()
+	a.log.Error().Str("event", "baseline --boot").Msg("the configuration cannot be used at boot: " + cause.Error() + "; applying the lockdown (only loopback passes)")
+	cfg := rules.Lockdown()
+	err := a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+		rs := rules.Policy(cfg, nil)
+		if err := be.Apply(ctx, rs); err != nil {
+			return fmt.Errorf("applying the lockdown with %s: %w", be.Name(), err)
+		}
+		a.log.Warn().Str("event", "baseline --boot").Str("state", "lockdown").Str("backend", be.Name()).Strs("tunnels", rs.Tunnels).
+			Str("took", time.Since(start).Round(10*time.Microsecond).String()).
+			Msg("lockdown applied: only loopback passes until the configuration is fixed and vpnfw-hook baseline runs")
+		return nil
+	})
+	if err != nil {
+		// Not wrapped: the rules could not be applied, which is exit 1.
+		return fmt.Errorf("%v; the boot lockdown was meant to answer this configuration error: %s", err, cause)
+	}
+	return fmt.Errorf("boot lockdown in place (only loopback passes): %w", cause)
 }
 
 // loadConfig reads the configuration and sets the log level from it.
@@ -440,7 +476,15 @@ func (a *app) cmdDisarm(args []string) error {
 	if !yes {
 		return usagef("disarm removes the kill switch and leaves the host open; confirm with disarm --yes")
 	}
+	// The configuration only picks the backend here. A broken or missing one
+	// must not leave the administrator without the way out, so disarm then
+	// uses the defaults, whose auto backend finds the rules where they are.
 	cfg, err := a.loadConfig(a.loadOpts)
+	var ce *rules.ConfigError
+	if errors.As(err, &ce) {
+		a.log.Warn().Msg("the configuration cannot be used (" + err.Error() + "); disarming with the default backend choice")
+		cfg, err = rules.Lockdown(), nil
+	}
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,10 @@ type harness struct {
 	env            map[string]string
 	loadOpts       rules.LoadOptions
 	stdout, stderr *bytes.Buffer
+
+	// nftablesMissing makes the backend refuse VPNFW_BACKEND=nftables, as
+	// this version does, with the configuration error systemBackend returns.
+	nftablesMissing bool
 }
 
 func newHarness(t *testing.T, config string) *harness {
@@ -125,10 +129,13 @@ func (h *harness) run(args ...string) int {
 			return v, ok
 		},
 		loadOpts: h.loadOpts,
-		newBackend: func(*rules.Config) (rules.Backend, error) {
+		newBackend: func(cfg *rules.Config) (rules.Backend, error) {
 			h.backendCalls++
 			if h.backendErr != nil {
 				return nil, h.backendErr
+			}
+			if h.nftablesMissing && cfg.Backend == "nftables" {
+				return nil, &rules.ConfigError{Key: "VPNFW_BACKEND", Value: "nftables", Expected: "the nftables backend is not in this version yet"}
 			}
 			return h.be, nil
 		},
@@ -304,6 +311,11 @@ func TestUsageErrors(t *testing.T) {
 		{"render", "up"},
 		{"render", "up", "--dev", "eth0"},
 		{"render", "baseline", "extra"},
+		{"render", "baseline", "--boot"},
+		{"baseline", "--boot=maybe"},
+		{"baseline", "--boot", "extra"},
+		{"up", "--dev", "tun0", "--boot"},
+		{"down", "--dev", "tun0", "--boot"},
 		{"UP", "--dev", "tun0"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -328,7 +340,7 @@ func TestNoCommandPrintsUsage(t *testing.T) {
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"-h"}, {"-help"},
-		{"baseline", "--help"}, {"up", "--help"}, {"down", "-h"}, {"status", "--help"}, {"check", "--help"},
+		{"baseline", "--help"}, {"baseline", "--boot", "--help"}, {"up", "--help"}, {"down", "-h"}, {"status", "--help"}, {"check", "--help"},
 		{"render", "--help"}, {"render", "up", "--help"}, {"disarm", "--help"}, {"version", "--help"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -347,6 +359,14 @@ func TestHelp(t *testing.T) {
 	h.expect(0, "help")
 	if !strings.Contains(h.stdout.String(), "Usage: vpnfw-hook") || !strings.Contains(h.stdout.String(), "disarm --yes") {
 		t.Errorf("help: %q", h.stdout)
+	}
+	h.expect(0, "baseline", "--help")
+	if !strings.Contains(h.stderr.String(), "-boot") || !strings.Contains(h.stderr.String(), "lockdown") {
+		t.Errorf("baseline --help does not describe --boot: %s", h.stderr)
+	}
+	h.expect(0, "--help")
+	if !strings.Contains(h.stderr.String(), "baseline [--boot]") {
+		t.Errorf("--help does not name baseline --boot: %s", h.stderr)
 	}
 	h.expect(0, "up", "--help")
 	for _, flag := range []string{"-dev", "-server", "-port", "-proto"} {
@@ -471,6 +491,20 @@ func TestDisarm(t *testing.T) {
 	}
 }
 
+// The way out must not depend on a configuration that may be the problem.
+func TestDisarmWithBrokenConfig(t *testing.T) {
+	h := newHarness(t, "VPNFW_SERVRES=192.0.2.10\n")
+	h.expect(0, "--config", h.cfgPath, "disarm", "--yes")
+	if h.be.disarmed != 1 {
+		t.Errorf("disarmed %d times with a broken configuration, want 1", h.be.disarmed)
+	}
+	h2 := newHarness(t, testConfig)
+	h2.expect(0, "--config", filepath.Join(h2.dir, "missing.env"), "disarm", "--yes")
+	if h2.be.disarmed != 1 {
+		t.Errorf("disarmed %d times with a missing configuration, want 1", h2.be.disarmed)
+	}
+}
+
 func TestStatusAndCheck(t *testing.T) {
 	h := newHarness(t, testConfig)
 	h.be.live = []string{"tun0"}
@@ -578,5 +612,125 @@ func TestLockFileIsCreatedWhereConfigured(t *testing.T) {
 	// Readable by all, so a VPN client running as its own user can lock it.
 	if fi.Mode().Perm() != 0o644 {
 		t.Errorf("lock file mode %04o", fi.Mode().Perm())
+	}
+}
+
+// lockdownRuleset is what the boot path applies when the configuration
+// cannot be used: the blocked state of an empty configuration.
+func lockdownRuleset() *rules.Ruleset { return rules.Policy(rules.Lockdown(), nil) }
+
+// logLines parses the JSON log lines of one run.
+func logLines(t *testing.T, stderr string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %q", err, l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestBootLockdown(t *testing.T) {
+	for _, c := range []struct {
+		name, config string
+		mode         os.FileMode
+		missing      bool
+		msg          string
+	}{
+		{"missing file", "", 0o600, true, "cannot read the configuration"},
+		{"unknown key", testConfig + "VPNFW_SERVER=192.0.2.11\n", 0o600, false, "VPNFW_SERVER"},
+		{"bad value", testConfig + "VPNFW_LAN=0.0.0.0/0\n", 0o600, false, "VPNFW_LAN"},
+		{"servers without mark", "VPNFW_SERVERS=192.0.2.10\n", 0o600, false, "VPNFW_VPN_MARK or VPNFW_VPN_USER"},
+		{"missing user", testConfig + "VPNFW_VPN_USER=tunnel\n", 0o600, false, "no such user"},
+		{"world-writable", testConfig, 0o606, false, "chmod go-w"},
+		{"not a dotenv file", "VPNFW_SERVERS='192.0.2.10\n", 0o600, false, "dotenv"},
+		{"nftables backend not there yet", testConfig + "VPNFW_BACKEND=nftables\n", 0o600, false, "nftables"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, c.config)
+			h.nftablesMissing = true
+			h.be.live = []string{"tun0"}
+			cfgPath := h.cfgPath
+			if c.missing {
+				cfgPath = filepath.Join(h.dir, "missing.env")
+			}
+			if err := os.Chmod(h.cfgPath, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			// Without --boot a configuration error changes nothing.
+			h.expect(2, "--config", cfgPath, "baseline")
+			h.noApply()
+			if !slices.Equal(h.be.live, []string{"tun0"}) {
+				t.Fatalf("baseline without --boot changed the live tunnels to %v", h.be.live)
+			}
+
+			h.expect(2, "--config", cfgPath, "baseline", "--boot")
+			rs := h.applied()
+			if rs.State != rules.Blocked || len(rs.Tunnels) != 0 {
+				t.Errorf("lockdown state %s with tunnels %v", rs.State, rs.Tunnels)
+			}
+			if got, want := iptables.Render(rs), iptables.Render(lockdownRuleset()); got != want {
+				t.Errorf("the lockdown is not the blocked state of an empty configuration:\n%s", got)
+			}
+			if len(h.be.live) != 0 {
+				t.Errorf("the lockdown left tunnels %v open", h.be.live)
+			}
+			// The log says why, then that the lockdown is in place, then the exit.
+			lines := logLines(t, h.stderr.String())
+			if len(lines) != 3 {
+				t.Fatalf("want 3 log lines (cause, lockdown, exit), got %d:\n%s", len(lines), h.stderr)
+			}
+			cause, applied, exit := lines[0], lines[1], lines[2]
+			if cause["level"] != "error" || !strings.Contains(cause["message"].(string), c.msg) || !strings.Contains(cause["message"].(string), "lockdown") {
+				t.Errorf("first line does not give the cause %q: %v", c.msg, cause)
+			}
+			if applied["level"] != "warn" || applied["state"] != "lockdown" || applied["backend"] != "fake" ||
+				!strings.HasPrefix(applied["message"].(string), "lockdown applied: only loopback passes") {
+				t.Errorf("second line does not report the lockdown: %v", applied)
+			}
+			if exit["exit"] != float64(2) || !strings.Contains(exit["message"].(string), c.msg) || !strings.Contains(exit["message"].(string), "boot lockdown in place") {
+				t.Errorf("last line: %v", exit)
+			}
+		})
+	}
+}
+
+func TestBootWithGoodConfigIsBaseline(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.be.live = []string{"tun0"}
+	h.expect(0, "--config", h.cfgPath, "baseline", "--boot")
+	h.wantRuleset(h.applied())
+	if strings.Contains(h.stderr.String(), "lockdown") {
+		t.Errorf("a good configuration logged a lockdown: %s", h.stderr)
+	}
+}
+
+func TestBootLockdownFailures(t *testing.T) {
+	// The lockdown itself cannot be applied: exit 1, the rules could not be applied.
+	h := newHarness(t, "VPNFW_BOGUS=1\n")
+	h.be.applyErr = errors.New("iptables-restore failed")
+	h.expect(1, "--config", h.cfgPath, "baseline", "--boot")
+	if len(h.be.applied) != 1 {
+		t.Errorf("%d applies, want the one lockdown attempt", len(h.be.applied))
+	}
+	for _, want := range []string{"applying the lockdown with fake", "iptables-restore failed", "VPNFW_BOGUS"} {
+		if !strings.Contains(h.stderr.String(), want) {
+			t.Errorf("stderr lacks %q: %s", want, h.stderr)
+		}
+	}
+	// No usable iptables at all: exit 1 too.
+	h = newHarness(t, "VPNFW_BOGUS=1\n")
+	h.backendErr = errors.New("no usable iptables")
+	h.expect(1, "--config", h.cfgPath, "baseline", "--boot")
+	h.noApply()
+	// A backend failure with a good configuration is no reason for a lockdown.
+	h = newHarness(t, testConfig)
+	h.be.applyErr = errors.New("iptables-restore failed")
+	h.expect(1, "--config", h.cfgPath, "baseline", "--boot")
+	if len(h.be.applied) != 1 || strings.Contains(h.stderr.String(), "lockdown") {
+		t.Errorf("applied %d times; stderr: %s", len(h.be.applied), h.stderr)
 	}
 }

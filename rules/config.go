@@ -24,7 +24,12 @@ type Endpoint struct {
 	Port  uint16
 }
 
-func (e Endpoint) String() string { return fmt.Sprintf("%s/%d", e.Proto, e.Port) }
+func (e Endpoint) String() string {
+	if e.Proto == GRE {
+		return string(GRE)
+	}
+	return fmt.Sprintf("%s/%d", e.Proto, e.Port)
+}
 
 // DevicePattern is a tunnel device name, or a prefix when it ends in '+'
 // (the iptables convention: "tun+" matches tun0, tun1, ...).
@@ -68,6 +73,17 @@ func (e *ConfigError) Error() string {
 		return where + e.Expected
 	}
 	return fmt.Sprintf("%s%s=%q: %s", where, e.Key, e.Value, e.Expected)
+}
+
+// Lockdown is the configuration the boot path falls back to when the real one
+// is missing or invalid: every key at its default, so no server, no LAN, no
+// DHCP, IPv6 blocked and the auto backend. Its policy lets only loopback pass.
+func Lockdown() *Config {
+	cfg, err := FromMap(nil, LoadOptions{})
+	if err != nil {
+		panic("the default configuration is invalid: " + err.Error())
+	}
+	return cfg
 }
 
 // LoadOptions are the seams of Load. Production code always checks ownership.
@@ -285,10 +301,15 @@ func parseEndpoints(v string) ([]Endpoint, error) {
 	const key = "VPNFW_SERVER_PORTS"
 	var out []Endpoint
 	for _, f := range splitList(v) {
+		// PPTP's data channel: GRE has no ports, so the entry is the bare name.
+		if f == string(GRE) {
+			out = append(out, Endpoint{Proto: GRE})
+			continue
+		}
 		proto, port, ok := strings.Cut(f, "/")
 		e, err := ParseEndpoint(proto, port)
 		if !ok || err != nil {
-			return nil, &ConfigError{Key: key, Value: v, Expected: fmt.Sprintf("%q: expected proto/port with proto udp or tcp and port 1-65535, e.g. udp/1194", f)}
+			return nil, &ConfigError{Key: key, Value: v, Expected: fmt.Sprintf("%q: expected proto/port with proto udp or tcp and port 1-65535, e.g. udp/1194, or gre (PPTP's GRE, no port)", f)}
 		}
 		out = append(out, e)
 	}

@@ -97,6 +97,8 @@ func TestFromMapRefuses(t *testing.T) {
 		"", "  ", ",", "1194", "udp", "udp/", "/1194", "udp/0", "udp/65536", "udp/01", "udp/+1",
 		"udp/-1", "udp/1194/x", "UDP/1194", "icmp/1", "sctp/1194", "udp:1194", "udp/1194 tcp/abc",
 		"udp/0x4aa",
+		// GRE has no port, and only its lower-case name is accepted.
+		"gre/47", "gre/1723", "GRE", "47", "gre/", "/gre", "gre+", "udp/1194 gre gree",
 	)
 	bad("VPNFW_VPN_MARK", nil,
 		"0", "00", "0x0", "010", "0b11", "0o17", "-1", "+119", "4294967296", "0x100000000",
@@ -200,6 +202,12 @@ func TestFromMapAccepts(t *testing.T) {
 			with(func(c *rules.Config) {
 				c.ServerPorts = []rules.Endpoint{{rules.TCP, 443}, {rules.TCP, 65535}, {rules.UDP, 1}, {rules.UDP, 53}, {rules.UDP, 1194}}
 			})},
+		{"pptp: tcp/1723 and gre", env(nil, "VPNFW_SERVER_PORTS", "gre tcp/1723,gre"),
+			with(func(c *rules.Config) {
+				c.ServerPorts = []rules.Endpoint{{Proto: rules.GRE}, {rules.TCP, 1723}}
+			})},
+		{"gre alone", env(nil, "VPNFW_SERVER_PORTS", "gre"),
+			with(func(c *rules.Config) { c.ServerPorts = []rules.Endpoint{{Proto: rules.GRE}} })},
 		{"device names and prefixes", env(nil, "VPNFW_TUN_DEVICES", "tun0 ppp+,wg_vpn-1.a abcdefghijklmno abcdefghijklmno+"),
 			with(func(c *rules.Config) {
 				c.TunDevices = []rules.DevicePattern{"tun0", "ppp+", "wg_vpn-1.a", "abcdefghijklmno", "abcdefghijklmno+"}
@@ -328,7 +336,11 @@ func TestParsePortAndEndpoint(t *testing.T) {
 	if e, err := rules.ParseEndpoint("tcp", "443"); err != nil || e != (rules.Endpoint{Proto: rules.TCP, Port: 443}) || e.String() != "tcp/443" {
 		t.Errorf("ParseEndpoint(tcp, 443) = %v, %v", e, err)
 	}
-	for _, p := range [][2]string{{"", "443"}, {"TCP", "443"}, {"ipv6-icmp", "1"}, {"udp", "0"}, {"udp", ""}} {
+	if s := (rules.Endpoint{Proto: rules.GRE}).String(); s != "gre" {
+		t.Errorf("GRE endpoint prints %q, want gre", s)
+	}
+	// GRE is a configuration entry, never a --proto of up or OpenVPN's proto_1.
+	for _, p := range [][2]string{{"", "443"}, {"TCP", "443"}, {"ipv6-icmp", "1"}, {"udp", "0"}, {"udp", ""}, {"gre", "0"}, {"gre", ""}, {"gre", "1723"}} {
 		if e, err := rules.ParseEndpoint(p[0], p[1]); err == nil {
 			t.Errorf("ParseEndpoint(%q, %q) = %v, want an error", p[0], p[1], e)
 		}

@@ -31,9 +31,15 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 	out = append(out, Rule{Purpose: "loopback out", OutIface: "lo", Verdict: Accept})
 
 	if len(servers) > 0 {
-		var l4 []L4
+		var l4, ported []L4
+		gre := false
 		for _, e := range cfg.ServerPorts {
 			l4 = append(l4, L4{Proto: e.Proto, DstPort: e.Port})
+			if e.Proto == GRE {
+				gre = true
+			} else {
+				ported = append(ported, L4{Proto: e.Proto, DstPort: e.Port})
+			}
 		}
 		// The exception is for the VPN client's sockets only: any other process
 		// sending to the same address (a browser, a Tor relay sharing the IP) is
@@ -42,8 +48,18 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 			Mark: cfg.VPNMark, UID: cfg.VPNUser, Verdict: Accept})
 		// Only flows whose original direction went to a server port were
 		// allowed out above, so the original tuple identifies their replies.
-		in = append(in, Rule{Purpose: "replies from vpn servers", Dst: servers, L4: l4,
-			CtOriginal: true, CtEstablished: true, Verdict: Accept})
+		if len(ported) > 0 {
+			in = append(in, Rule{Purpose: "replies from vpn servers", Dst: servers, L4: ported,
+				CtOriginal: true, CtEstablished: true, Verdict: Accept})
+		}
+		// PPTP's GRE packets carry a call ID per direction, so without the
+		// kernel's PPTP helper conntrack sees the server's packets as a flow
+		// of their own: GRE is accepted by its source, the configured
+		// servers, and nothing else of it. What it carries is filtered again
+		// on the tunnel device.
+		if gre {
+			in = append(in, Rule{Purpose: "gre from vpn servers", Src: servers, L4: []L4{{Proto: GRE}}, Verdict: Accept})
+		}
 	}
 	if len(lan) > 0 {
 		out = append(out, Rule{Purpose: "lan out", Dst: lan, Verdict: Accept})

@@ -63,6 +63,13 @@ var goldenCases = []struct {
 	{"ipv6-tunnel", map[string]string{
 		"VPNFW_SERVERS": "192.0.2.10", "VPNFW_VPN_MARK": "119", "VPNFW_IPV6": "tunnel",
 	}, []string{"tun0"}},
+	{"pptp", map[string]string{
+		"VPNFW_SERVERS": "192.0.2.10 2001:db8::10", "VPNFW_SERVER_PORTS": "tcp/1723 gre",
+		"VPNFW_VPN_USER": "1000", "VPNFW_TUN_DEVICES": "ppp+",
+	}, []string{"ppp0"}},
+	{"gre-only", map[string]string{
+		"VPNFW_SERVERS": "192.0.2.10", "VPNFW_SERVER_PORTS": "gre", "VPNFW_VPN_MARK": "119",
+	}, nil},
 	{"everything", map[string]string{
 		"VPNFW_SERVERS": "192.0.2.10 2001:db8::10", "VPNFW_SERVER_PORTS": "udp/1194 tcp/443",
 		"VPNFW_VPN_MARK": "119", "VPNFW_VPN_USER": "openvpn", "VPNFW_TUN_DEVICES": "tun+ wg0",
@@ -139,7 +146,27 @@ func TestPolicyGoldenFacts(t *testing.T) {
 		return s[:i], s[i:]
 	}
 
-	v4, v6 := sections(render(map[string]string{}))
+	// PPTP: GRE out only for the VPN client, GRE in only from the servers.
+	v4, v6 := sections(render(map[string]string{"VPNFW_SERVERS": "192.0.2.10", "VPNFW_SERVER_PORTS": "tcp/1723 gre", "VPNFW_VPN_USER": "1000"}))
+	for _, want := range []string{
+		"-A VPNFW-OUTPUT -d 192.0.2.10/32 -p gre -m owner --uid-owner 1000 -m comment --comment \"vpnfw: vpn client to its servers\" -j ACCEPT\n",
+		"-A VPNFW-OUTPUT -d 192.0.2.10/32 -p tcp -m tcp --dport 1723 -m owner --uid-owner 1000 -m comment --comment \"vpnfw: vpn client to its servers\" -j ACCEPT\n",
+		"-A VPNFW-INPUT -s 192.0.2.10/32 -p gre -m comment --comment \"vpnfw: gre from vpn servers\" -j ACCEPT\n",
+		"-A VPNFW-INPUT -m conntrack --ctstate RELATED,ESTABLISHED --ctproto 6 --ctorigdst 192.0.2.10 --ctorigdstport 1723 -m comment --comment \"vpnfw: replies from vpn servers\" -j ACCEPT\n",
+	} {
+		if !strings.Contains(v4, want) {
+			t.Errorf("pptp render lacks %q:\n%s", want, v4)
+		}
+	}
+	if strings.Count(v4, "-p gre") != 2 || strings.Contains(v6, "gre") || strings.Contains(v4, "--ctproto 47") {
+		t.Errorf("pptp: GRE must appear exactly in the two rules above, IPv4 only:\n%s%s", v4, v6)
+	}
+	v4, _ = sections(render(map[string]string{"VPNFW_SERVERS": "192.0.2.10", "VPNFW_SERVER_PORTS": "gre", "VPNFW_VPN_MARK": "119"}))
+	if strings.Contains(v4, "replies from vpn servers") {
+		t.Errorf("gre only: a conntrack replies rule without ports would accept every protocol:\n%s", v4)
+	}
+
+	v4, v6 = sections(render(map[string]string{}))
 	for _, sec := range []string{v4, v6} {
 		for _, want := range []string{
 			":INPUT DROP [0:0]", ":OUTPUT DROP [0:0]", ":FORWARD DROP [0:0]",
@@ -201,7 +228,7 @@ func TestPolicyGoldenFacts(t *testing.T) {
 // matchesNothing reports whether r has no match at all: it decides every
 // packet that reaches it.
 func matchesNothing(r rules.Rule) bool {
-	return r.InIface == "" && r.OutIface == "" && len(r.Dst) == 0 && len(r.L4) == 0 && !r.CtOriginal &&
+	return r.InIface == "" && r.OutIface == "" && len(r.Src) == 0 && len(r.Dst) == 0 && len(r.L4) == 0 && !r.CtOriginal &&
 		!r.CtEstablished && r.Mark == 0 && r.UID == nil && !r.HopLimit255
 }
 
@@ -217,6 +244,7 @@ func policyCases(t *testing.T) []struct {
 		tunnels []string
 	}
 	servers := []string{"", "192.0.2.10", "2001:db8::10", "192.0.2.10 198.51.100.0/24 2001:db8::10 2001:db8:1::/48"}
+	portSets := []string{"udp/1194 tcp/443", "tcp/1723 gre", "gre"}
 	owners := [][2]string{{"119", ""}, {"", "openvpn"}, {"0x77", "1000"}}
 	lans := []string{"", "192.168.1.0/24", "fd00::/64", "10.0.0.0/8 fd00::/64"}
 	tunnelSets := [][]string{nil, {"tun0"}, {"tun1", "tun0"}, {"tun0", "ppp0", "tun0"}}
@@ -226,16 +254,18 @@ func policyCases(t *testing.T) []struct {
 				for _, dhcp := range []string{"yes", "no"} {
 					for _, v6 := range []string{"block", "tunnel"} {
 						for _, tun := range tunnelSets {
-							m := map[string]string{
-								"VPNFW_SERVERS": s, "VPNFW_VPN_MARK": o[0], "VPNFW_VPN_USER": o[1],
-								"VPNFW_SERVER_PORTS": "udp/1194 tcp/443", "VPNFW_TUN_DEVICES": "tun+ ppp+",
-								"VPNFW_LAN": lan, "VPNFW_ALLOW_DHCP": dhcp, "VPNFW_IPV6": v6,
+							for _, ports := range portSets {
+								m := map[string]string{
+									"VPNFW_SERVERS": s, "VPNFW_VPN_MARK": o[0], "VPNFW_VPN_USER": o[1],
+									"VPNFW_SERVER_PORTS": ports, "VPNFW_TUN_DEVICES": "tun+ ppp+",
+									"VPNFW_LAN": lan, "VPNFW_ALLOW_DHCP": dhcp, "VPNFW_IPV6": v6,
+								}
+								out = append(out, struct {
+									name    string
+									cfg     *rules.Config
+									tunnels []string
+								}{fmt.Sprintf("servers=%q ports=%q owner=%v lan=%q dhcp=%s ipv6=%s tunnels=%v", s, ports, o, lan, dhcp, v6, tun), mustConfig(t, m), tun})
 							}
-							out = append(out, struct {
-								name    string
-								cfg     *rules.Config
-								tunnels []string
-							}{fmt.Sprintf("servers=%q owner=%v lan=%q dhcp=%s ipv6=%s tunnels=%v", s, o, lan, dhcp, v6, tun), mustConfig(t, m), tun})
 						}
 					}
 				}
@@ -307,6 +337,25 @@ func TestPolicyProperties(t *testing.T) {
 						if d.Addr().Is4() != (fam == rules.IPv4) {
 							fail("%s: %q has destination %v of the other family", where, r.Purpose, d)
 						}
+					}
+					// A source match is GRE from the servers, inbound, and nothing else.
+					for _, src := range r.Src {
+						if src.Addr().Is4() != (fam == rules.IPv4) || !slices.Contains(c.cfg.Servers, src) {
+							fail("%s: %q has source %v, not a server of this family", where, r.Purpose, src)
+						}
+					}
+					if len(r.Src) > 0 && (h != rules.Input || len(r.L4) != 1 || r.L4[0] != (rules.L4{Proto: rules.GRE}) ||
+						!c.cfg.AllowsEndpoint(rules.Endpoint{Proto: rules.GRE}) || len(r.Dst) > 0 || r.InIface != "") {
+						fail("%s: %q matches a source but is not GRE in from the servers with gre configured: %+v", where, r.Purpose, r)
+					}
+					// Every accepting input rule without an interface is tied
+					// to a flow allowed out, or is GRE from a server.
+					if h == rules.Input && r.Verdict == rules.Accept && r.InIface == "" && !r.CtOriginal && len(r.Src) == 0 && !r.HopLimit255 &&
+						!(len(r.L4) == 1 && r.L4[0].Proto == rules.UDP && r.L4[0].DstPort == 68) {
+						fail("%s: %q accepts input that belongs to no allowed flow: %+v", where, r.Purpose, r)
+					}
+					if r.CtOriginal && len(r.L4) == 0 && len(r.Dst) > 0 && r.Purpose == "replies from vpn servers" {
+						fail("%s: %q accepts replies of every protocol from the servers", where, r.Purpose)
 					}
 					for _, l := range r.L4 {
 						if l.Proto == rules.ICMPv6 && fam != rules.IPv6 {
@@ -426,5 +475,27 @@ func TestPolicyDeterministic(t *testing.T) {
 	b := iptables.Render(rules.Policy(cfg, []string{"tun1"}))
 	if strings.Contains(b, "tun0") || strings.Count(a, "tun1") != strings.Count(b, "tun1") {
 		t.Errorf("removing tun0 touched tun1 or left tun0:\n%s", lineDiff(a, b))
+	}
+}
+
+// The boot lockdown is the blocked state of an empty configuration: only
+// loopback, the ruleset of the blocked-minimal golden file.
+func TestLockdown(t *testing.T) {
+	cfg := rules.Lockdown()
+	if len(cfg.Servers)+len(cfg.LAN) != 0 || cfg.AllowDHCP || cfg.IPv6Tunnel || cfg.Backend != "auto" {
+		t.Fatalf("lockdown config allows more than loopback or picks a backend: %+v", cfg)
+	}
+	got := iptables.Render(rules.Policy(cfg, nil))
+	want, err := os.ReadFile(filepath.Join("testdata", "blocked-minimal.iptables.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("lockdown differs from blocked-minimal:\n%s", lineDiff(string(want), got))
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if strings.Contains(l, "-j ACCEPT") && !strings.Contains(l, " -i lo ") && !strings.Contains(l, " -o lo ") {
+			t.Errorf("lockdown accepts more than loopback: %s", l)
+		}
 	}
 }

@@ -49,6 +49,8 @@ const (
 	TCP    Proto = "tcp"
 	UDP    Proto = "udp"
 	ICMPv6 Proto = "ipv6-icmp"
+	// GRE (IP protocol 47) carries PPTP's data; it has no ports.
+	GRE Proto = "gre"
 )
 
 // Verdict is what a rule does with a matching packet.
@@ -92,6 +94,8 @@ type Rule struct {
 	Purpose  string
 	InIface  string
 	OutIface string
+	// Src matches the packet's source address.
+	Src []netip.Prefix
 	// Dst matches the packet's destination, or with CtOriginal the
 	// destination of the connection's original direction.
 	Dst []netip.Prefix

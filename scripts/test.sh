@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of vpnfw: gofmt, go vet, shellcheck and go test, including
 # the kernel tests, which need root and create network namespaces of their
-# own (they never touch this machine's own firewall):
+# own (they never touch this machine's own firewall), the integration
+# tests of what vpnfw installs (scripts/test-integration.sh) and the
+# end-to-end leak test with a real OpenVPN (scripts/leaktest.sh):
 #
 #   sudo scripts/test.sh
 #
@@ -15,6 +17,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 find_go
 install_missing ip:iproute2 iptables-legacy:iptables iptables-nft:iptables shellcheck:shellcheck
+# scripts/test-integration.sh: the unit, the man page and the Debian package.
+install_missing systemd-analyze:systemd groff:groff-base dpkg-deb:dpkg lintian:lintian
+# scripts/leaktest.sh: the end-to-end leak lab with a real OpenVPN.
+install_missing openvpn:openvpn openssl:openssl socat:socat setpriv:util-linux ping:iputils-ping sysctl:procps tcpdump:tcpdump
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # The binary ships static; test what ships.
@@ -58,6 +64,34 @@ go test -count=1 -timeout 10m -v ./... 2>&1 | tee "$log" || status=$?
 passed=$(grep -cE '^ *--- PASS' "$log" || true)
 failed=$(grep -cE '^ *--- FAIL' "$log" || true)
 skipped=$(grep -cE '^ *--- SKIP' "$log" || true)
+
+echo "== integration (scripts/test-integration.sh)"
+ilog=$(mktemp)
+trap 'rm -f "$log" "$ilog"' EXIT
+bash scripts/test-integration.sh 2>&1 | tee "$ilog" || status=1
+counts=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$ilog")
+read -r i_passed i_failed i_skipped <<<"${counts:-0 1 0}"
+passed=$((passed + i_passed))
+failed=$((failed + i_failed))
+skipped=$((skipped + i_skipped))
+
+echo "== leak test (scripts/leaktest.sh)"
+if [ "$(id -u)" = 0 ]; then
+	llog=$(mktemp)
+	bash scripts/leaktest.sh 2>&1 | tee "$llog" || status=1
+	counts=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$llog" | tail -n 1)
+	rm -f "$llog"
+	read -r l_passed l_failed <<<"${counts:-0 1}"
+	passed=$((passed + l_passed))
+	failed=$((failed + l_failed))
+elif [ -n "${CI:-}" ]; then
+	echo "the leak test needs root, and CI is set: CI must run this as root" >&2
+	status=1
+	failed=$((failed + 1))
+else
+	echo "the leak test needs root (network namespaces, OpenVPN): skipped; run sudo scripts/test.sh"
+	skipped=$((skipped + 1))
+fi
 if [ "$skipped" -gt 0 ]; then
 	echo "skipped:"
 	grep -E -A1 '^ *--- SKIP' "$log" | grep -vE '^--$' | sed 's/^/  /'

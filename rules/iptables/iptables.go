@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,11 +106,27 @@ func Detect(ctx context.Context) (*Backend, error) {
 		// Listing legacy tables creates them, which makes iptables-nft warn
 		// about legacy tables forever after; the kernel's list of loaded
 		// legacy tables tells without touching anything.
-		if b.flavour == Legacy && !legacyTablesLoaded() {
-			continue
+		if b.flavour == Legacy {
+			loaded, known := legacyTablesLoaded()
+			if !known {
+				// Without root (the VPN client's user with CAP_NET_ADMIN) the
+				// list is unreadable, and so are the tables: the legacy
+				// flavour may hold our chains. Choosing blind could leave two
+				// firewalls that disagree; the nf_tables flavour, tried
+				// first, did not hold them.
+				return nil, errors.New("vpnfw's chains are not in the nf_tables flavour, and whether legacy iptables holds them cannot be told without root (/proc/net/ip_tables_names is unreadable); run vpnfw-hook baseline as root first, or use the nf_tables flavour")
+			}
+			if !loaded {
+				continue
+			}
 		}
 		s, err := b.snapshot(ctx, rules.IPv4)
 		if err != nil {
+			if b.flavour == Legacy {
+				// Its tables are loaded, so they may hold our chains: the
+				// same as above.
+				return nil, fmt.Errorf("legacy iptables tables are loaded but cannot be read, so the flavour in use cannot be told: %w", err)
+			}
 			continue
 		}
 		if _, ok := s.chains[chainNames[rules.Output]]; ok {
@@ -133,14 +150,20 @@ func Detect(ctx context.Context) (*Backend, error) {
 }
 
 // legacyTablesLoaded reports whether this network namespace has any legacy
-// iptables table.
-func legacyTablesLoaded() bool {
+// iptables table; known is false when that cannot be told (the lists are
+// readable by root only).
+func legacyTablesLoaded() (loaded, known bool) {
+	known = true
 	for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {
-		if b, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			return true
+		b, err := os.ReadFile(f)
+		switch {
+		case err == nil && len(bytes.TrimSpace(b)) > 0:
+			return true, true
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			known = false
 		}
 	}
-	return false
+	return false, known
 }
 
 // systemFlavour is the flavour of the `iptables` command the administrator

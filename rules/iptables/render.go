@@ -43,6 +43,10 @@ func ChainRules(fam rules.Family, c rules.Chain) []string {
 // so a rule matching several destinations or ports becomes one line for each
 // combination.
 func ruleSpecs(fam rules.Family, r rules.Rule) []string {
+	srcs := []netip.Prefix{{}}
+	if len(r.Src) > 0 {
+		srcs = r.Src
+	}
 	dsts := []netip.Prefix{{}}
 	if len(r.Dst) > 0 {
 		dsts = r.Dst
@@ -52,17 +56,22 @@ func ruleSpecs(fam rules.Family, r rules.Rule) []string {
 		l4s = []rules.L4{{}}
 	}
 	var out []string
-	for _, dst := range dsts {
-		for _, l4 := range l4s {
-			out = append(out, ruleSpec(fam, r, dst, l4))
+	for _, src := range srcs {
+		for _, dst := range dsts {
+			for _, l4 := range l4s {
+				out = append(out, ruleSpec(fam, r, src, dst, l4))
+			}
 		}
 	}
 	return out
 }
 
-func ruleSpec(fam rules.Family, r rules.Rule, dst netip.Prefix, l4 rules.L4) string {
+func ruleSpec(fam rules.Family, r rules.Rule, src, dst netip.Prefix, l4 rules.L4) string {
 	var b strings.Builder
 	arg := func(format string, a ...any) { b.WriteString(" "); fmt.Fprintf(&b, format, a...) }
+	if src.IsValid() {
+		arg("-s %s", src)
+	}
 	if dst.IsValid() && !r.CtOriginal {
 		arg("-d %s", dst)
 	}
@@ -141,6 +150,8 @@ func protoNumber(p rules.Proto) int {
 		return 6
 	case rules.UDP:
 		return 17
+	case rules.GRE:
+		return 47
 	default:
 		return 58
 	}

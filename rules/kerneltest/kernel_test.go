@@ -36,6 +36,9 @@ func TestKernel(t *testing.T) {
 		{"ConcurrentHooks", testConcurrentHooks},
 		{"Disarm", testDisarm},
 		{"IPv6Tunnel", testIPv6Tunnel},
+		{"BootLockdown", testBootLockdown},
+		{"PPTP", testPPTP},
+		{"PPPHooks", testPPPHooks},
 	}
 	for _, fl := range flavours {
 		t.Run(fl.name, func(t *testing.T) {

@@ -59,12 +59,23 @@ func probeMain(args []string) int {
 	after := fs.Duration("after", 1500*time.Millisecond, "stream: keep writing this long after the signal")
 	udpAddrs := fs.String("addrs", "", "serve: the addresses UDP echoes from (a wildcard socket would answer from another address)")
 	udpPorts := fs.String("udp", "1194,5000", "serve: UDP echo ports")
-	tcpPorts := fs.String("tcp", "443,1194,8080", "serve: TCP echo ports")
+	tcpPorts := fs.String("tcp", "443,1194,1723,8080", "serve: TCP echo ports")
+	greServer := fs.String("gre", "", "serve: answer PPTP-style GRE sent to this IPv4 address")
+	greDecoy := fs.String("gre-decoy", "", "serve: first send GRE from this other address, which is no server")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	if *uid >= 0 {
-		if err := becomeUser(*uid, *mark != 0); err != nil {
+		// The socket keeps what it needs: the mark (CAP_NET_ADMIN), and a raw
+		// GRE socket (CAP_NET_RAW), as a PPTP client run as its own user has it.
+		var caps uint32
+		if *mark != 0 {
+			caps |= 1 << capNetAdmin
+		}
+		if mode == "gre" {
+			caps |= 1 << capNetRaw
+		}
+		if err := becomeUser(*uid, caps); err != nil {
 			fmt.Fprintf(os.Stderr, "probe: becoming uid %d: %v\n", *uid, err)
 			return 3
 		}
@@ -77,6 +88,8 @@ func probeMain(args []string) int {
 		r = echo(dialer, mode, *to, *timeout)
 	case "ping":
 		r = ping(*to, *timeout)
+	case "gre":
+		r = greEcho(*to, *timeout)
 	case "stream":
 		r = stream(dialer, *to, *after)
 	case "udpflow":
@@ -84,6 +97,12 @@ func probeMain(args []string) int {
 	case "inject":
 		r = inject(*to, *timeout)
 	case "serve":
+		if *greServer != "" {
+			if err := serveGRE(*greServer, *greDecoy); err != nil {
+				fmt.Fprintf(os.Stderr, "serve: gre: %v\n", err)
+				return 1
+			}
+		}
 		return serve(*udpAddrs, *udpPorts, *tcpPorts, *timeout)
 	default:
 		fmt.Fprintf(os.Stderr, "probe: unknown mode %q\n", mode)
@@ -94,15 +113,21 @@ func probeMain(args []string) int {
 	return 0
 }
 
+const (
+	capNetAdmin = 12
+	capNetRaw   = 13
+)
+
 // becomeUser switches this OS thread, and only it, to uid (and gid = uid),
-// keeping CAP_NET_ADMIN when withMark so the socket can still carry a mark.
+// keeping the capabilities in caps (a bit mask) so that the socket can still
+// carry a mark or be a raw socket.
 // Sockets record their owner when created, so the probe's socket, created
 // on this thread, belongs to uid. The thread stays locked: the goroutine
 // never runs anywhere else.
-func becomeUser(uid int, withMark bool) error {
+func becomeUser(uid int, caps uint32) error {
 	runtime.LockOSThread()
 	u := uintptr(uid)
-	if withMark {
+	if caps != 0 {
 		if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_KEEPCAPS, 1, 0); e != 0 {
 			return fmt.Errorf("prctl(PR_SET_KEEPCAPS): %w", e)
 		}
@@ -116,15 +141,14 @@ func becomeUser(uid int, withMark bool) error {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, u, u, u); e != 0 {
 		return fmt.Errorf("setresuid: %w", e)
 	}
-	if withMark {
-		const capNetAdmin = 12
+	if caps != 0 {
 		hdr := struct {
 			version uint32
 			pid     int32
 		}{version: 0x20080522} // _LINUX_CAPABILITY_VERSION_3, this thread
-		data := [2]struct{ effective, permitted, inheritable uint32 }{{effective: 1 << capNetAdmin, permitted: 1 << capNetAdmin}}
+		data := [2]struct{ effective, permitted, inheritable uint32 }{{effective: caps, permitted: caps}}
 		if _, _, e := syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-			return fmt.Errorf("capset(CAP_NET_ADMIN): %w", e)
+			return fmt.Errorf("capset(%#x): %w", caps, e)
 		}
 	}
 	return nil
@@ -398,4 +422,106 @@ func inject(listen string, timeout time.Duration) probeResult {
 	}
 	r.OK = true
 	return r
+}
+
+// PPTP's data channel is enhanced GRE (version 1) carrying PPP, with the
+// peer's call ID in each packet: a different one in each direction, which is
+// why conntrack does not tie the server's packets to the client's.
+const (
+	greClientCall = 0x1111 // the call ID the client sends to the server
+	greServerCall = 0x2222 // the call ID the server sends back
+)
+
+// grePacket builds an enhanced GRE header (key present, version 1, protocol
+// PPP) for call, followed by the payload.
+func grePacket(call uint16, data []byte) []byte {
+	b := make([]byte, 8, 8+len(data))
+	binary.BigEndian.PutUint16(b[0:], 0x2001)
+	binary.BigEndian.PutUint16(b[2:], 0x880b)
+	binary.BigEndian.PutUint16(b[4:], uint16(len(data)))
+	binary.BigEndian.PutUint16(b[6:], call)
+	return append(b, data...)
+}
+
+// parseGRE returns the call ID and payload of an enhanced GRE packet.
+func parseGRE(b []byte) (call uint16, data []byte, ok bool) {
+	if len(b) < 8 || binary.BigEndian.Uint16(b[0:])&0x7 != 1 || binary.BigEndian.Uint16(b[2:]) != 0x880b {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint16(b[6:]), b[8:], true
+}
+
+// greEcho sends one GRE packet to the server at `to` from a raw socket, as a
+// PPTP client does, and waits for the server's answer. After counts the GRE
+// packets that arrived from other addresses meanwhile: the server's
+// responder sends one from an address that is no server first.
+func greEcho(to string, timeout time.Duration) probeResult {
+	dst := net.ParseIP(to).To4()
+	if dst == nil {
+		return fail("dial", fmt.Errorf("gre: %q is not an IPv4 address", to))
+	}
+	c, err := net.ListenPacket("ip4:47", "0.0.0.0")
+	if err != nil {
+		return fail("dial", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.WriteTo(grePacket(greClientCall, []byte(payload)), &net.IPAddr{IP: dst}); err != nil {
+		return fail("write", err)
+	}
+	var r probeResult
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := c.ReadFrom(buf) // Go strips the IPv4 header
+		if err != nil {
+			r.Stage, r.Err = "read", err.Error()
+			return r
+		}
+		call, data, ok := parseGRE(buf[:n])
+		if !ok {
+			continue
+		}
+		if !from.(*net.IPAddr).IP.Equal(dst) {
+			r.After++
+			continue
+		}
+		if call == greServerCall && string(data) == payload {
+			r.OK = true
+			return r
+		}
+	}
+}
+
+// serveGRE answers GRE sent to server with the server's call ID, after
+// sending the same answer from decoy (when set), an address that is no server.
+func serveGRE(server, decoy string) error {
+	sc, err := net.ListenPacket("ip4:47", server)
+	if err != nil {
+		return err
+	}
+	var dc net.PacketConn
+	if decoy != "" {
+		if dc, err = net.ListenPacket("ip4:47", decoy); err != nil {
+			return err
+		}
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := sc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			call, data, ok := parseGRE(buf[:n])
+			if !ok || call != greClientCall {
+				continue
+			}
+			answer := grePacket(greServerCall, data)
+			if dc != nil {
+				_, _ = dc.WriteTo(answer, from)
+			}
+			_, _ = sc.WriteTo(answer, from)
+		}
+	}()
+	return nil
 }

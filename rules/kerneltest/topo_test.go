@@ -68,6 +68,8 @@ var counters4 = []counter{
 	// Any source: a flow opened through a tunnel keeps the tunnel's address.
 	{"phys-inet", "-i h-eth0 -d 203.0.113.0/24"},
 	{"phys-tcp-8080", "-i h-eth0 -p tcp --dport 8080"},
+	{"phys-tcp-1723", "-i h-eth0 -s " + hostIP + " -p tcp --dport 1723"},
+	{"phys-gre", "-i h-eth0 -s " + hostIP + " -p gre"},
 	{"tun0-all", "-i h-tun0"},
 	{"tun1-all", "-i h-tun1"},
 }
@@ -114,7 +116,8 @@ func newTopo(t *testing.T, fl flavour, cfg ...string) *topo {
 		tp.peer.MustRun(append([]string{"ip6tables", "-t", "raw", "-A", "PREROUTING"}, append(strings.Fields(c.match), "-m", "comment", "--comment", c.name)...)...)
 	}
 	srv := tp.peer.Start([]string{helperEnv + "=1"}, 3*time.Minute, tp.probe, "serve", "-timeout", "3m",
-		"-addrs", strings.Join([]string{serverIP, server6, inetTun0, inetTun1, inet6}, ","))
+		"-addrs", strings.Join([]string{serverIP, server6, inetTun0, inetTun1, inet6}, ","),
+		"-gre", serverIP, "-gre-decoy", inetTun0)
 	if l := srv.Line(t, 10*time.Second); l != "ready" {
 		t.Fatalf("peer echo server: %q", l)
 	}
@@ -140,7 +143,14 @@ func newTopo(t *testing.T, fl flavour, cfg ...string) *topo {
 // address, so frames sent to "ourselves" are the peer's.
 func (tp *topo) addTunnel(n int) {
 	tp.t.Helper()
-	dev, peerDev := fmt.Sprintf("tun%d", n), fmt.Sprintf("h-tun%d", n)
+	tp.addTunnelDev(n, fmt.Sprintf("tun%d", n))
+}
+
+// addTunnelDev is addTunnel with the host's end named dev (ppp0, wg0); the
+// peer's end is still h-tun<n>, counted as tun<n>.
+func (tp *topo) addTunnelDev(n int, dev string) {
+	tp.t.Helper()
+	peerDev := fmt.Sprintf("h-tun%d", n)
 	netnstest.Veth(tp.t, tp.host, dev, tp.peer, peerDev)
 	mac := fmt.Sprintf("02:76:70:6e:00:%02x", n)
 	tp.host.IP("link", "set", dev, "address", mac, "arp", "off")

@@ -1,0 +1,560 @@
+#!/usr/bin/env bash
+# Integration tests of what vpnfw installs, run by scripts/test.sh:
+#   - the man page renders without warnings; the shipped configuration is valid
+#   - install.sh into DESTDIRs: files, modes, paths, an existing configuration
+#     kept, --networkmanager, --enable, --uninstall
+#   - the systemd unit passes systemd-analyze verify
+#   - the Debian package: contents, control, conffiles, md5sums, lintian, the
+#     unit and man page inside it
+#   - as root, in network namespaces it creates: the netfilter-persistent
+#     plugin and the unit's boot path (lockdown included), the NetworkManager
+#     dispatcher script, the wg-quick example, and the package's maintainer
+#     scripts, which must change nothing
+# The PPP hooks, PPTP and the boot lockdown on both iptables flavours, with
+# real packets, are kernel tests in rules/kerneltest. Nothing here touches
+# this machine's own network, /usr or /etc: every install goes to a
+# temporary directory.
+#
+#   sudo scripts/test-integration.sh
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+passed=0 failed=0 skipped=0
+ok() {
+	passed=$((passed + 1))
+	echo "ok    $*"
+}
+bad() {
+	failed=$((failed + 1))
+	echo "FAIL  $*"
+}
+skip() {
+	if [ -n "${CI:-}" ]; then
+		bad "$* (cannot be skipped under CI)"
+	else
+		skipped=$((skipped + 1))
+		echo "skip  $*"
+	fi
+}
+# check DESC CMD...: CMD must exit 0.
+check() {
+	local desc=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		ok "$desc"
+	else
+		bad "$desc: $* exited $?: $out"
+	fi
+}
+# expect_rc RC DESC CMD...: CMD must exit RC; its output is in $out.
+out=
+expect_rc() {
+	local rc=$1 desc=$2 got
+	shift 2
+	out=$("$@" 2>&1)
+	got=$?
+	if [ "$got" = "$rc" ]; then
+		ok "$desc"
+	else
+		bad "$desc: $* exited $got, want $rc: $out"
+	fi
+}
+# has DESC TEXT NEEDLE: TEXT contains NEEDLE.
+has() {
+	case $2 in
+	*"$3"*) ok "$1" ;;
+	*) bad "$1: no \"$3\" in: $2" ;;
+	esac
+}
+lacks() {
+	case $2 in
+	*"$3"*) bad "$1: \"$3\" in: $2" ;;
+	*) ok "$1" ;;
+	esac
+}
+mode_of() { stat -c %a "$1" 2>/dev/null || echo missing; }
+
+work=$(mktemp -d)
+NAMESPACES=()
+cleanup() {
+	local ns
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns delete "$ns" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building vpnfw-hook ..."
+build_hook "$work/vpnfw-hook" || {
+	echo "build failed" >&2
+	exit 1
+}
+hook=$work/vpnfw-hook
+
+# --- man page and configuration ---------------------------------------------
+
+test_man_and_config() {
+	local page=scripts/man/vpnfw-hook.8 err text
+	if have groff; then
+		err=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
+		if [ -z "$err" ]; then ok "man page: groff -man -Tutf8 -ww renders it without warnings"; else bad "man page warnings: $err"; fi
+		text=$(groff -man -Tascii -P-cbou "$page" 2>/dev/null)
+		for w in "baseline [--boot]" "lockdown" "VPNFW_SERVER_PORTS" "tcp/1723 gre" "FwMark = 119" "disarm --yes" "60-vpn-firewall" "EXIT STATUS"; do
+			has "man page documents $w" "$text" "$w"
+		done
+	else
+		skip "man page: groff is missing"
+	fi
+	if have man; then
+		err=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)
+		if [ -z "$err" ]; then ok "man page: man -l renders it without warnings"; else bad "man -l warnings: $err"; fi
+	fi
+
+	# The shipped configuration sets nothing: the blocked state of the
+	# defaults, only loopback. Every commented example value is valid.
+	install -m 0600 scripts/vpnfw.env "$work/shipped.env"
+	: >"$work/empty.env"
+	chmod 0600 "$work/empty.env"
+	local shipped empty
+	shipped=$("$hook" --config "$work/shipped.env" render 2>&1)
+	empty=$("$hook" --config "$work/empty.env" render 2>&1)
+	if [ "$shipped" = "$empty" ] && [ "$(grep -c -- '-j ACCEPT' <<<"$shipped")" = 4 ]; then
+		ok "shipped configuration: valid, sets nothing, only loopback is accepted"
+	else
+		bad "shipped configuration renders differently from an empty one: $shipped"
+	fi
+	sed -n 's/^#\(VPNFW_[A-Z_0-9]*=.\)/\1/p' scripts/vpnfw.env >"$work/examples.env"
+	chmod 0600 "$work/examples.env"
+	expect_rc 0 "shipped configuration: the commented example values are valid together" \
+		"$hook" --config "$work/examples.env" render
+	has "shipped configuration: example servers rendered with the mark" "$out" "-d 192.0.2.10/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
+}
+
+# --- install.sh ------------------------------------------------------------
+
+# files_under DIR: the files below DIR, relative, sorted.
+files_under() { (cd "$1" && find . -type f -o -type l | sed 's|^\.||' | sort); }
+
+test_install() {
+	local d=$work/destdir f
+	expect_rc 0 "install.sh: DESTDIR install" env DESTDIR="$d" scripts/install.sh --binary "$hook"
+	local want
+	want=$(
+		cat <<'EOF'
+/etc/ppp/ip-down.d/vpnfw 755
+/etc/ppp/ip-up.d/vpnfw 755
+/etc/systemd/system/vpnfw-baseline.service 644
+/etc/vpn-firewall/vpnfw.env 600
+/usr/local/bin/vpnfw-hook 755
+/usr/local/share/doc/vpnfw/examples/90-vpnfw-networkmanager 644
+/usr/local/share/doc/vpnfw/examples/openvpn/README.md 644
+/usr/local/share/doc/vpnfw/examples/openvpn/client-mark.conf 644
+/usr/local/share/doc/vpnfw/examples/openvpn/client-user.conf 644
+/usr/local/share/doc/vpnfw/examples/openvpn/openvpn-client@.service.d/vpnfw-user.conf 644
+/usr/local/share/doc/vpnfw/examples/wg0.conf 644
+/usr/local/share/man/man8/vpnfw-hook.8 644
+/usr/share/netfilter-persistent/plugins.d/60-vpn-firewall 755
+EOF
+	)
+	local got=
+	while read -r f; do got+="$f $(mode_of "$d$f")"$'\n'; done < <(files_under "$d")
+	if [ "$got" = "$want"$'\n' ]; then
+		ok "install.sh: exactly the expected files, with their modes"
+	else
+		bad "install.sh: files and modes differ: $(diff <(echo "$want") <(printf %s "$got"))"
+	fi
+	if [ "$(id -u)" = 0 ]; then
+		if [ -z "$(find "$d" \! -user root)" ]; then ok "install.sh: everything owned by root"; else bad "install.sh: not owned by root: $(find "$d" \! -user root)"; fi
+	fi
+	check "install.sh: the binary as given" cmp "$hook" "$d/usr/local/bin/vpnfw-hook"
+	check "install.sh: the commented configuration" cmp scripts/vpnfw.env "$d/etc/vpn-firewall/vpnfw.env"
+	check "install.sh: the plugin with the default paths" cmp scripts/netfilter-persistent/60-vpn-firewall "$d/usr/share/netfilter-persistent/plugins.d/60-vpn-firewall"
+	check "install.sh: the unit with the default paths" cmp scripts/systemd/vpnfw-baseline.service "$d/etc/systemd/system/vpnfw-baseline.service"
+	check "install.sh: ip-up.d with the default paths" cmp scripts/ppp/ip-up.d/vpnfw "$d/etc/ppp/ip-up.d/vpnfw"
+
+	# An existing configuration is never overwritten.
+	printf 'VPNFW_LAN=198.51.100.0/24\n' >"$d/etc/vpn-firewall/vpnfw.env"
+	expect_rc 0 "install.sh: again over an existing installation" env DESTDIR="$d" scripts/install.sh --binary "$hook"
+	has "install.sh: says it keeps the configuration" "$out" "exists: kept"
+	if [ "$(cat "$d/etc/vpn-firewall/vpnfw.env")" = "VPNFW_LAN=198.51.100.0/24" ]; then
+		ok "install.sh: the existing configuration is unchanged"
+	else
+		bad "install.sh: the existing configuration changed"
+	fi
+
+	# The package's layout, with the final paths in every script.
+	local p=$work/pkg
+	expect_rc 0 "install.sh: --prefix /usr --bindir /usr/sbin" env DESTDIR="$p" scripts/install.sh --binary "$hook" --prefix /usr --bindir /usr/sbin
+	for f in /lib/systemd/system/vpnfw-baseline.service /usr/share/netfilter-persistent/plugins.d/60-vpn-firewall /etc/ppp/ip-up.d/vpnfw /etc/ppp/ip-down.d/vpnfw; do
+		if grep -q /usr/sbin/vpnfw-hook "$p$f" && ! grep -q /usr/local/bin/vpnfw-hook "$p$f"; then
+			ok "install.sh --prefix /usr: $f names /usr/sbin/vpnfw-hook"
+		else
+			bad "install.sh --prefix /usr: $f does not name /usr/sbin/vpnfw-hook alone"
+		fi
+	done
+
+	# --networkmanager, then --uninstall: everything but the configuration goes.
+	local n=$work/nm
+	expect_rc 0 "install.sh --networkmanager" env DESTDIR="$n" scripts/install.sh --binary "$hook" --networkmanager
+	if [ "$(mode_of "$n/etc/NetworkManager/dispatcher.d/90-vpnfw")" = 755 ]; then ok "install.sh --networkmanager: dispatcher script, mode 0755"; else bad "install.sh --networkmanager: no dispatcher script"; fi
+	expect_rc 0 "install.sh --uninstall" env DESTDIR="$n" scripts/install.sh --uninstall
+	has "install.sh --uninstall: says how to disarm" "$out" "vpnfw-hook disarm --yes"
+	has "install.sh --uninstall: says the rules stay" "$out" "fail closed"
+	got=$(files_under "$n")
+	if [ "$got" = /etc/vpn-firewall/vpnfw.env ]; then ok "install.sh --uninstall: only the configuration is left"; else bad "install.sh --uninstall left: $got"; fi
+
+	# Refusals.
+	expect_rc 2 "install.sh: --enable does not go with DESTDIR" env DESTDIR="$work/x" scripts/install.sh --binary "$hook" --enable
+	expect_rc 2 "install.sh: a relative --prefix is refused" env DESTDIR="$work/x" scripts/install.sh --binary "$hook" --prefix usr
+	expect_rc 2 "install.sh: an unknown option is refused" scripts/install.sh --frobnicate
+	expect_rc 2 "install.sh: a missing --binary is refused" env DESTDIR="$work/x" scripts/install.sh --binary "$work/nope"
+	if [ ! -e "$work/x" ]; then ok "install.sh: a refused install writes nothing"; else bad "install.sh: a refused install wrote $(files_under "$work/x")"; fi
+
+	# --enable asks systemctl to enable the unit for the next boot, and
+	# nothing else; a stub stands in for systemctl.
+	local e=$work/enable stubs=$work/stubs-enable
+	mkdir -p "$stubs"
+	printf '#!/bin/sh\necho "systemctl $*" >>%s/systemctl.log\n' "$stubs" >"$stubs/systemctl"
+	chmod 0755 "$stubs/systemctl"
+	expect_rc 0 "install.sh --enable" env PATH="$stubs:$PATH" scripts/install.sh --binary "$hook" --prefix "$e/usr" \
+		--sysconfdir "$e/etc" --unitdir "$e/unit" --plugindir "$e/plugins.d" --enable
+	if [ "$(cat "$stubs/systemctl.log" 2>/dev/null)" = $'systemctl daemon-reload\nsystemctl enable vpnfw-baseline.service' ]; then
+		ok "install.sh --enable: systemctl daemon-reload, enable vpnfw-baseline.service, nothing else"
+	else
+		bad "install.sh --enable ran: $(cat "$stubs/systemctl.log" 2>/dev/null)"
+	fi
+	has "install.sh: prints the next steps" "$out" "Next:"
+	has "install.sh: says nothing was applied" "$out" "nothing was applied"
+}
+
+# runnable_install DIR [ARGS]: installs into DIR with every path inside it,
+# so the installed scripts run as installed: DIR/usr/bin/vpnfw-hook,
+# DIR/etc/vpn-firewall/vpnfw.env, DIR/unit, DIR/plugins.d.
+runnable_install() {
+	local dir=$1
+	shift
+	env DESTDIR= scripts/install.sh --binary "$hook" --prefix "$dir/usr" --sysconfdir "$dir/etc" \
+		--unitdir "$dir/unit" --plugindir "$dir/plugins.d" "$@" >/dev/null
+}
+
+# --- systemd unit --------------------------------------------------------------
+
+test_unit() {
+	local r=$work/unit-install unit
+	runnable_install "$r" || {
+		bad "install for the unit test failed"
+		return
+	}
+	unit=$r/unit/vpnfw-baseline.service
+	for line in Type=oneshot RemainAfterExit=yes DefaultDependencies=no "Before=network-pre.target" "Wants=network-pre.target" \
+		"ExecStart=$r/usr/bin/vpnfw-hook --config $r/etc/vpn-firewall/vpnfw.env baseline --boot"; do
+		if grep -qE "^${line%%=*}=(.* )?${line#*=}( |$)" "$unit"; then ok "unit: $line"; else bad "unit lacks $line"; fi
+	done
+	if grep -qE '^ExecStop|^ExecReload' "$unit"; then bad "unit: stopping or reloading it would run something"; else ok "unit: no ExecStop: stopping keeps the rules"; fi
+	if have systemd-analyze; then
+		expect_rc 0 "unit: systemd-analyze verify" env MANPATH="$r/usr/share/man" systemd-analyze verify "$unit"
+		if [ -z "$out" ]; then ok "unit: systemd-analyze verify says nothing"; else bad "unit: systemd-analyze verify: $out"; fi
+	else
+		skip "unit: systemd-analyze is missing"
+	fi
+}
+
+# --- Debian package ---------------------------------------------------------
+
+deb=
+test_deb() {
+	local o=$work/deb x=$work/deb-x
+	if ! have dpkg-deb; then
+		skip "Debian package: dpkg-deb is missing"
+		return
+	fi
+	expect_rc 0 "build-deb.sh builds the package" scripts/build-deb.sh --out "$o"
+	deb=$(find "$o" -name 'vpnfw_*.deb' | head -n 1)
+	if [ -z "$deb" ]; then
+		bad "build-deb.sh: no .deb in $o: $out"
+		return
+	fi
+	local want got
+	want=$(
+		cat <<'EOF'
+-rw------- root/root ./etc/vpn-firewall/vpnfw.env
+-rw-r--r-- root/root ./lib/systemd/system/vpnfw-baseline.service
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/changelog.gz
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/copyright
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/90-vpnfw-networkmanager
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/openvpn/README.md
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/openvpn/client-mark.conf
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/openvpn/client-user.conf
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/openvpn/openvpn-client@.service.d/vpnfw-user.conf
+-rw-r--r-- root/root ./usr/share/doc/vpnfw/examples/wg0.conf
+-rw-r--r-- root/root ./usr/share/lintian/overrides/vpnfw
+-rw-r--r-- root/root ./usr/share/man/man8/vpnfw-hook.8.gz
+-rwxr-xr-x root/root ./etc/ppp/ip-down.d/vpnfw
+-rwxr-xr-x root/root ./etc/ppp/ip-up.d/vpnfw
+-rwxr-xr-x root/root ./usr/sbin/vpnfw-hook
+-rwxr-xr-x root/root ./usr/share/netfilter-persistent/plugins.d/60-vpn-firewall
+EOF
+	)
+	got=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $1, $2, $6}' | sort)
+	if [ "$got" = "$want" ]; then ok "package: dpkg-deb -c lists exactly the expected files, modes and owners"; else bad "package contents differ: $(diff <(echo "$want") <(echo "$got"))"; fi
+	if [ -z "$(dpkg-deb -c "$deb" | awk '$2 != "root/root"')" ]; then ok "package: everything owned by root"; else bad "package: not owned by root"; fi
+	local info
+	info=$(dpkg-deb -I "$deb")
+	has "package: Package: vpnfw" "$info" "Package: vpnfw"
+	has "package: depends on iptables" "$info" "Depends: iptables"
+	has "package: version from git" "$info" "Version: 0.0~git"
+	has "package: architecture" "$info" "Architecture: $(dpkg --print-architecture 2>/dev/null || go env GOARCH)"
+	mkdir -p "$x"
+	dpkg-deb -x "$deb" "$x" && dpkg-deb -e "$deb" "$x/DEBIAN"
+	if [ "$(cat "$x/DEBIAN/conffiles")" = $'/etc/ppp/ip-down.d/vpnfw\n/etc/ppp/ip-up.d/vpnfw\n/etc/vpn-firewall/vpnfw.env' ]; then
+		ok "package: the configuration and the PPP hooks are conffiles"
+	else
+		bad "package: conffiles: $(cat "$x/DEBIAN/conffiles")"
+	fi
+	check "package: md5sums match" sh -c "cd '$x' && md5sum --quiet -c DEBIAN/md5sums"
+	check "package: the binary runs" "$x/usr/sbin/vpnfw-hook" version
+	check "package: the shipped configuration" cmp scripts/vpnfw.env "$x/etc/vpn-firewall/vpnfw.env"
+	for f in usr/share/netfilter-persistent/plugins.d/60-vpn-firewall etc/ppp/ip-up.d/vpnfw etc/ppp/ip-down.d/vpnfw lib/systemd/system/vpnfw-baseline.service; do
+		if grep -q /usr/sbin/vpnfw-hook "$x/$f" && ! grep -q /usr/local/bin/vpnfw-hook "$x/$f"; then ok "package: $f names /usr/sbin/vpnfw-hook"; else bad "package: $f does not name /usr/sbin/vpnfw-hook"; fi
+	done
+	if have groff; then
+		local err
+		err=$(zcat "$x/usr/share/man/man8/vpnfw-hook.8.gz" | groff -man -Tutf8 -ww -z 2>&1)
+		if [ -z "$err" ]; then ok "package: its man page renders without warnings"; else bad "package man page: $err"; fi
+	fi
+	if have systemd-analyze; then
+		# The package's unit, pointed at the extracted binary.
+		mkdir -p "$x/check"
+		sed "s|/usr/sbin/vpnfw-hook|$x/usr/sbin/vpnfw-hook|" "$x/lib/systemd/system/vpnfw-baseline.service" >"$x/check/vpnfw-baseline.service"
+		expect_rc 0 "package: its unit passes systemd-analyze verify" env MANPATH="$x/usr/share/man" systemd-analyze verify "$x/check/vpnfw-baseline.service"
+	fi
+	for s in postinst prerm postrm; do
+		if [ "$(mode_of "$x/DEBIAN/$s")" = 755 ] && head -n 1 "$x/DEBIAN/$s" | grep -q '^#!/bin/sh'; then ok "package: $s is an executable sh script"; else bad "package: $s"; fi
+	done
+	if have lintian; then
+		# lintian warns when run as root; the package is what it checks.
+		expect_rc 0 "package: lintian --fail-on error,warning" lintian --fail-on error,warning "$deb"
+	else
+		skip "package: lintian is missing (apt-get install lintian)"
+	fi
+}
+
+# --- in network namespaces (root) ------------------------------------------------
+
+# new_ns LABEL: creates a namespace of this script's own, named in $NS, and
+# remembers it for the cleanup (so not in a subshell).
+NS=
+new_ns() {
+	NS="vpnfwi-$$-${#NAMESPACES[@]}-$1"
+	ip netns add "$NS" || exit 1
+	NAMESPACES+=("$NS")
+	guard_netns "$NS"
+	ip netns exec "$NS" ip link set lo up
+}
+# in_ns NS CMD...: runs CMD in the namespace, after the guard.
+in_ns() {
+	local ns=$1
+	shift
+	guard_netns "$ns"
+	ip netns exec "$ns" "$@"
+}
+# ruleset NS: the namespace's filter tables, without counters and comments.
+ruleset() {
+	{
+		in_ns "$1" iptables-save -t filter
+		in_ns "$1" ip6tables-save -t filter
+	} 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]/[0:0]/'
+}
+# write_config FILE LINE...: a configuration owned by root, mode 0600.
+write_config() {
+	local f=$1
+	shift
+	printf '%s\n' "$@" >"$f"
+	chmod 0600 "$f"
+}
+# state NS HOOK CONFIG: "state tunnels..." from status --json.
+state() {
+	in_ns "$1" "$2" --config "$3" status --json 2>/dev/null |
+		tr -d ' \n' | sed -n 's/.*"state":"\([a-z]*\)","tunnels":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"' | tr ',' ' '
+}
+
+test_plugin_and_boot() {
+	local r=$work/boot ns cfg plugin ih before
+	runnable_install "$r" || {
+		bad "install for the plugin test failed"
+		return
+	}
+	new_ns plugin
+	ns=$NS
+	cfg=$r/etc/vpn-firewall/vpnfw.env
+	plugin=$r/plugins.d/60-vpn-firewall
+	ih=$r/usr/bin/vpnfw-hook
+	write_config "$work/empty.env"
+	good=("VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119")
+
+	# As installed, the configuration sets nothing: start arms the blocked
+	# state of the defaults.
+	expect_rc 0 "plugin start with the shipped configuration" in_ns "$ns" "$plugin" start
+	expect_rc 0 "plugin start: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	write_config "$cfg" "${good[@]}"
+	expect_rc 0 "plugin start" in_ns "$ns" "$plugin" start
+	expect_rc 0 "plugin start: check passes with the configuration" in_ns "$ns" "$ih" --config "$cfg" check
+	before=$(ruleset "$ns")
+	has "plugin start: the server is allowed for the mark" "$before" "-d 192.0.2.1/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
+	for c in save stop reload restart force-reload; do
+		expect_rc 0 "plugin $c" in_ns "$ns" "$plugin" "$c"
+		local msg=$out
+		if [ "$(ruleset "$ns")" = "$before" ]; then ok "plugin $c: the rules are the same"; else bad "plugin $c changed the rules"; fi
+		case $c in
+		save) has "plugin save: says why it saves nothing" "$msg" "nothing to save" ;;
+		stop) has "plugin stop: says the rules stay" "$msg" "keeps vpnfw's rules" ;;
+		esac
+	done
+	expect_rc 1 "plugin: an unknown action is refused" in_ns "$ns" "$plugin" frobnicate
+
+	# The boot path: a broken or missing configuration applies the lockdown.
+	for broken in "VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_USER=vpnfw-no-such-user" "VPNFW_TYPO=1" missing; do
+		write_config "$cfg" "${good[@]}"
+		expect_rc 0 "plugin start before: $broken" in_ns "$ns" "$plugin" start
+		if [ "$broken" = missing ]; then rm -f "$cfg"; else write_config "$cfg" "$broken"; fi
+		expect_rc 2 "plugin start with a broken configuration ($broken): exit 2" in_ns "$ns" "$plugin" start
+		has "plugin start ($broken): logs the lockdown" "$out" "lockdown applied: only loopback passes"
+		expect_rc 0 "plugin start ($broken): the live ruleset is the lockdown" in_ns "$ns" "$ih" --config "$work/empty.env" check
+		lacks "plugin start ($broken): the server is no longer allowed" "$(ruleset "$ns")" "192.0.2.1"
+	done
+
+	# The unit's ExecStart, as systemd would run it.
+	local exec
+	exec=$(sed -n 's/^ExecStart=//p' "$r/unit/vpnfw-baseline.service")
+	read -ra argv <<<"$exec"
+	write_config "$cfg" "${good[@]}"
+	expect_rc 0 "unit ExecStart with a good configuration" in_ns "$ns" "${argv[@]}"
+	expect_rc 0 "unit ExecStart: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	write_config "$cfg" "VPNFW_SERVERS=192.0.2.1 nonsense"
+	expect_rc 2 "unit ExecStart with a broken configuration: exit 2" in_ns "$ns" "${argv[@]}"
+	has "unit ExecStart: names the broken key" "$out" "VPNFW_SERVERS"
+	expect_rc 0 "unit ExecStart: the live ruleset is the lockdown" in_ns "$ns" "$ih" --config "$work/empty.env" check
+
+	# flush is the explicit way to open the host, and says so loudly.
+	write_config "$cfg" "${good[@]}"
+	expect_rc 0 "plugin flush" in_ns "$ns" "$plugin" flush
+	has "plugin flush: warns" "$out" "WARNING: vpnfw is DISARMED"
+	local after
+	after=$(ruleset "$ns")
+	lacks "plugin flush: no vpnfw chain is left" "$after" "VPNFW"
+	has "plugin flush: policies are ACCEPT" "$after" ":OUTPUT ACCEPT"
+	expect_rc 0 "plugin start arms it again" in_ns "$ns" "$plugin" start
+	expect_rc 0 "plugin start after flush: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+}
+
+test_networkmanager_and_wireguard() {
+	local r=$work/nmwg ns cfg ih nm before
+	runnable_install "$r" --networkmanager || {
+		bad "install for the NetworkManager test failed"
+		return
+	}
+	new_ns nm
+	ns=$NS
+	cfg=$r/etc/vpn-firewall/vpnfw.env
+	ih=$r/usr/bin/vpnfw-hook
+	nm=$r/etc/NetworkManager/dispatcher.d/90-vpnfw
+	write_config "$cfg" "VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119" "VPNFW_TUN_DEVICES=tun+"
+	expect_rc 0 "NetworkManager: baseline" in_ns "$ns" "$ih" --config "$cfg" baseline
+	# NetworkManager's environment for a VPN action, without PATH.
+	nmenv=(env -i CONNECTION_ID=work CONNECTION_UUID=8d2a3c3e-0000-4000-8000-000000000001 DEVICE_IFACE=eth0 VPN_IP_IFACE=tun0)
+	expect_rc 0 "NetworkManager vpn-up tun0" in_ns "$ns" "${nmenv[@]}" "$nm" tun0 vpn-up
+	if [ "$(state "$ns" "$ih" "$cfg")" = "connected tun0" ]; then ok "NetworkManager vpn-up: tun0 is allowed"; else bad "NetworkManager vpn-up: state $(state "$ns" "$ih" "$cfg")"; fi
+	before=$(ruleset "$ns")
+	for action in up down pre-up dhcp4-change vpn-pre-up vpn-pre-down connectivity-change; do
+		expect_rc 0 "NetworkManager $action: nothing to do" in_ns "$ns" "${nmenv[@]}" "$nm" tun0 "$action"
+		if [ "$(ruleset "$ns")" != "$before" ]; then bad "NetworkManager $action changed the rules"; fi
+	done
+	for hostile in "VPN_IP_IFACE=tun0;id tun0;id" "VPN_IP_IFACE=eth0 eth0" "VPN_IP_IFACE=tun0 tun1" "VPN_IP_IFACE=-tun0 -tun0" "VPN_IP_IFACE= "; do
+		local var=${hostile%% *} arg=${hostile#* }
+		expect_rc 2 "NetworkManager vpn-up refuses $hostile" in_ns "$ns" env -i "$var" "$nm" "$arg" vpn-up
+		if [ "$(ruleset "$ns")" = "$before" ]; then ok "NetworkManager: refused $hostile changed nothing"; else bad "NetworkManager: refused $hostile changed the rules"; fi
+	done
+	expect_rc 0 "NetworkManager vpn-down tun0" in_ns "$ns" "${nmenv[@]}" "$nm" tun0 vpn-down
+	if [ "$(state "$ns" "$ih" "$cfg")" = "blocked " ]; then ok "NetworkManager vpn-down: blocked again"; else bad "NetworkManager vpn-down: state $(state "$ns" "$ih" "$cfg")"; fi
+
+	# The wg-quick example: its own configuration comment, its FwMark, and its
+	# PostUp/PreDown run the way wg-quick runs them (bash, %i replaced).
+	local example=$r/usr/share/doc/vpnfw/examples/wg0.conf postup predown
+	sed -n 's/^#   \(VPNFW_[A-Z_]*=[^ ]*\).*/\1/p' "$example" >"$cfg"
+	chmod 0600 "$cfg"
+	if grep -q '^VPNFW_VPN_MARK=119$' "$cfg" && grep -q '^FwMark = 119$' "$example"; then ok "wg0.conf: FwMark is the configuration's VPNFW_VPN_MARK"; else bad "wg0.conf: FwMark and VPNFW_VPN_MARK differ"; fi
+	postup=$(sed -n 's/^PostUp = //p' "$example")
+	predown=$(sed -n 's/^PreDown = //p' "$example")
+	in_ns "$ns" ip link add wg0 type dummy
+	expect_rc 0 "wg0.conf: baseline with its configuration" in_ns "$ns" "$ih" --config "$cfg" baseline
+	expect_rc 0 "wg0.conf: PostUp" in_ns "$ns" bash -c "${postup//%i/wg0}"
+	if [ "$(state "$ns" "$ih" "$cfg")" = "connected wg0" ]; then ok "wg0.conf PostUp: wg0 is allowed"; else bad "wg0.conf PostUp: state $(state "$ns" "$ih" "$cfg")"; fi
+	has "wg0.conf: the Endpoint is allowed for WireGuard's mark only" "$(ruleset "$ns")" "-d 192.0.2.10/32 -p udp -m udp --dport 51820 -m mark --mark 0x77"
+	expect_rc 0 "wg0.conf: check" in_ns "$ns" "$ih" --config "$cfg" check
+	expect_rc 0 "wg0.conf: PreDown" in_ns "$ns" bash -c "${predown//%i/wg0}"
+	if [ "$(state "$ns" "$ih" "$cfg")" = "blocked " ]; then ok "wg0.conf PreDown: blocked again"; else bad "wg0.conf PreDown: state $(state "$ns" "$ih" "$cfg")"; fi
+}
+
+test_maintainer_scripts() {
+	local x=$work/deb-x ns cfg stubs before s
+	if [ -z "$deb" ] || [ ! -x "$x/DEBIAN/postinst" ]; then
+		bad "maintainer scripts: no package to test"
+		return
+	fi
+	new_ns maint
+	ns=$NS
+	cfg=$work/maint.env
+	write_config "$cfg" "VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119"
+	expect_rc 0 "maintainer scripts: armed first" in_ns "$ns" "$hook" --config "$cfg" baseline
+	before=$(ruleset "$ns")
+	# Anything that could change the firewall or start a unit records its call.
+	stubs=$work/stubs-maint
+	mkdir -p "$stubs"
+	for s in iptables ip6tables iptables-restore ip6tables-restore iptables-legacy iptables-nft nft vpnfw-hook \
+		netfilter-persistent systemctl deb-systemd-helper deb-systemd-invoke invoke-rc.d service; do
+		printf '#!/bin/sh\necho "%s $*" >>%s/calls.log\n' "$s" "$stubs" >"$stubs/$s"
+		chmod 0755 "$stubs/$s"
+	done
+	for step in "postinst configure" "postinst configure 0.0~old" "prerm upgrade 0.0~new" "postrm upgrade 0.0~new" \
+		"prerm remove" "postrm remove"; do
+		read -ra a <<<"$step"
+		expect_rc 0 "maintainer script: $step" in_ns "$ns" env PATH="$stubs:/usr/sbin:/usr/bin:/sbin:/bin" \
+			DPKG_MAINTSCRIPT_PACKAGE=vpnfw "$x/DEBIAN/${a[0]}" "${a[@]:1}"
+		case $step in
+		"postinst configure") has "postinst: says nothing was applied" "$out" "nothing was applied" ;;
+		"prerm remove") has "prerm remove: tells how to disarm" "$out" "vpnfw-hook disarm --yes" ;;
+		"postrm remove") has "postrm remove: says the host stays fail closed" "$out" "fail closed" ;;
+		*upgrade* | "postinst configure 0.0~old")
+			if [ -z "$out" ]; then ok "$step: says nothing"; else bad "$step printed: $out"; fi
+			;;
+		esac
+		if [ "$(ruleset "$ns")" = "$before" ]; then ok "$step: the firewall is unchanged"; else bad "$step changed the firewall"; fi
+	done
+	if [ ! -s "$stubs/calls.log" ]; then ok "maintainer scripts: ran no firewall tool, no vpnfw-hook, no systemctl"; else bad "maintainer scripts ran: $(cat "$stubs/calls.log")"; fi
+	# purge would rmdir this machine's /etc/vpn-firewall: read, not run.
+	if grep -q 'rmdir /etc/vpn-firewall' "$x/DEBIAN/postrm" && ! grep -qE '^\s*(rm -r|vpnfw-hook|iptables|nft)' "$x/DEBIAN/postrm"; then
+		ok "postrm purge: only removes the empty configuration directory"
+	else
+		bad "postrm purge does more than rmdir /etc/vpn-firewall"
+	fi
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+test_man_and_config
+test_install
+test_unit
+test_deb
+if [ "$(id -u)" = 0 ]; then
+	test_plugin_and_boot
+	test_networkmanager_and_wireguard
+	test_maintainer_scripts
+else
+	skip "plugin, boot path, NetworkManager, wg-quick and maintainer scripts: need root (network namespaces)"
+fi
+
+echo "integration: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
