@@ -28,8 +28,7 @@ type fakeBackend struct {
 	checkErr   error
 }
 
-func (f *fakeBackend) Name() string                    { return "fake" }
-func (f *fakeBackend) Render(rs *rules.Ruleset) string { return iptables.Render(rs) }
+func (f *fakeBackend) Name() string { return "fake" }
 
 func (f *fakeBackend) Tunnels(context.Context) ([]string, error) {
 	if f.tunnelsErr != nil {

@@ -8,8 +8,6 @@ import "context"
 type Backend interface {
 	// Name says which backend and flavour is in use, for logs and status.
 	Name() string
-	// Render prints what Apply would send to a host without our rules.
-	Render(rs *Ruleset) string
 	// Tunnels reads back the tunnel devices the live ruleset allows; the
 	// kernel is the only record of them, so nothing can drift.
 	Tunnels(ctx context.Context) ([]string, error)

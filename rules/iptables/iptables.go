@@ -240,12 +240,6 @@ func parseSave(text string) (*snapshot, error) {
 // Name implements rules.Backend.
 func (b *Backend) Name() string { return fmt.Sprintf("iptables (%s)", b.flavour) }
 
-// Flavour is the flavour this backend drives.
-func (b *Backend) Flavour() Flavour { return b.flavour }
-
-// Render implements rules.Backend.
-func (b *Backend) Render(rs *rules.Ruleset) string { return Render(rs) }
-
 // Apply implements rules.Backend: one iptables-restore --noflush per family.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
 	for _, t := range rs.Tables {
