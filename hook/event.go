@@ -81,15 +81,13 @@ func openVPNEvent(getenv func(string) (string, bool)) (Event, error) {
 		}
 		ev.Endpoint.Port = n
 	}
+	// proto_1 is validated but not used for the check: it names the first
+	// remote's protocol, not necessarily the one OpenVPN fell back to, so
+	// only trusted_port (the connection in use) is checked.
 	if hasProto {
-		p, ok := openvpnProtos[strings.ToLower(proto)]
-		if !ok {
+		if _, ok := openvpnProtos[strings.ToLower(proto)]; !ok {
 			return ev, usagef("proto_1=%q: expected one of OpenVPN's protocols (udp, tcp-client, udp4, udp6, tcp4-client, tcp6-client)", proto)
 		}
-		ev.Endpoint.Proto = p
-	}
-	if hasPort != hasProto {
-		ev.Endpoint = rules.Endpoint{}
 	}
 	return ev, nil
 }

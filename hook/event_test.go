@@ -131,9 +131,8 @@ func TestOpenVPNRefusedByConfig(t *testing.T) {
 		{"IPv6 server outside", upEnv("trusted_ip", "\x00", "trusted_ip6", "2001:db8::11"), "not in VPNFW_SERVERS"},
 		{"mapped address outside", upEnv("trusted_ip", "::ffff:203.0.113.5"), "not in VPNFW_SERVERS"},
 		{"route-up to unknown server", upEnv("script_type", "route-up", "trusted_ip", "203.0.113.5"), "not in VPNFW_SERVERS"},
-		{"port not configured", upEnv("trusted_port", "1195"), "udp/1195 is not in VPNFW_SERVER_PORTS"},
-		{"proto not configured", upEnv("proto_1", "tcp-client"), "tcp/1194 is not in VPNFW_SERVER_PORTS"},
-		{"tcp6 on the udp port", upEnv("proto_1", "tcp6-client", "trusted_port", "1194"), "not in VPNFW_SERVER_PORTS"},
+		{"port not configured", upEnv("trusted_port", "1195"), "port 1195 is not in VPNFW_SERVER_PORTS"},
+		{"port not configured, tcp", upEnv("proto_1", "tcp-client", "trusted_port", "1196"), "port 1196 is not in VPNFW_SERVER_PORTS"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t, testConfig)
@@ -151,6 +150,15 @@ func TestOpenVPNRefusedByConfig(t *testing.T) {
 	h.env = upEnv()
 	h.expect(1, openVPNArgs(h.cfgPath)...)
 	h.noApply()
+}
+
+// proto_1 names the first remote's protocol; after a fallback to another
+// remote the connection may use another one, so only the port is checked.
+func TestOpenVPNFallbackRemote(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.env = upEnv("proto_1", "udp", "trusted_port", "443")
+	h.expect(0, openVPNArgs(h.cfgPath)...)
+	h.wantRuleset(h.applied(), "tun0")
 }
 
 func TestOpenVPNEvents(t *testing.T) {
@@ -242,7 +250,7 @@ func TestOpenVPNEventParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Event{Command: "up", Dev: "tun0", Server: netip.MustParseAddr("192.0.2.10"), Endpoint: rules.Endpoint{Proto: rules.TCP, Port: 443}}
+	want := Event{Command: "up", Dev: "tun0", Server: netip.MustParseAddr("192.0.2.10"), Endpoint: rules.Endpoint{Port: 443}}
 	if ev != want {
 		t.Errorf("event %+v, want %+v", ev, want)
 	}
@@ -255,9 +263,9 @@ func TestOpenVPNEventParse(t *testing.T) {
 	if err != nil || ev.Server != netip.MustParseAddr("192.0.2.10") {
 		t.Errorf("both addresses: %+v, %v", ev, err)
 	}
-	// A port without a protocol (or the reverse) checks no endpoint.
+	// The port is checked with or without proto_1.
 	ev, err = openVPNEvent(get(upEnv("proto_1", "\x00")))
-	if err != nil || ev.Endpoint != (rules.Endpoint{}) {
+	if err != nil || ev.Endpoint != (rules.Endpoint{Port: 1194}) {
 		t.Errorf("port only: %+v, %v", ev, err)
 	}
 	for _, bad := range []map[string]string{upEnv("dev", "eth0;x"), upEnv("trusted_port", "0"), upEnv("script_type", "x")} {

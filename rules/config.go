@@ -25,8 +25,11 @@ type Endpoint struct {
 }
 
 func (e Endpoint) String() string {
-	if e.Proto == GRE {
+	switch e.Proto {
+	case GRE:
 		return string(GRE)
+	case "":
+		return fmt.Sprintf("port %d", e.Port)
 	}
 	return fmt.Sprintf("%s/%d", e.Proto, e.Port)
 }
@@ -393,7 +396,8 @@ func parseDevicePatterns(v string) ([]DevicePattern, error) {
 	var out []DevicePattern
 	for _, f := range splitList(v) {
 		name, wildcard := strings.CutSuffix(f, "+")
-		if err := ValidIfaceName(name); err != nil || (wildcard && name == "") || name == "lo" {
+		// Loopback is always allowed; a pattern covering it (lo, l+) is a mistake.
+		if err := ValidIfaceName(name); err != nil || name == "lo" || wildcard && strings.HasPrefix("lo", name) {
 			return nil, &ConfigError{Key: key, Value: v,
 				Expected: fmt.Sprintf("%q: expected interface names or prefixes ending in + (tun+, tun0 ppp0); not lo, not a bare +", f)}
 		}
@@ -411,6 +415,10 @@ func parseDevicePatterns(v string) ([]DevicePattern, error) {
 func ValidIfaceName(s string) error {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return fmt.Errorf("interface name %q: expected 1 to 15 characters", s)
+	}
+	if s[0] == '-' {
+		// iptables would read it as an option.
+		return fmt.Errorf("interface name %q: must not start with -", s)
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
@@ -440,5 +448,10 @@ func (c *Config) AllowsServer(addr netip.Addr) bool {
 	return slices.ContainsFunc(c.Servers, func(p netip.Prefix) bool { return p.Contains(addr.Unmap()) })
 }
 
-// AllowsEndpoint reports whether proto/port is one of VPNFW_SERVER_PORTS.
-func (c *Config) AllowsEndpoint(e Endpoint) bool { return slices.Contains(c.ServerPorts, e) }
+// AllowsEndpoint reports whether proto/port is one of VPNFW_SERVER_PORTS; an
+// empty Proto matches the port with any protocol.
+func (c *Config) AllowsEndpoint(e Endpoint) bool {
+	return slices.ContainsFunc(c.ServerPorts, func(s Endpoint) bool {
+		return s.Port == e.Port && (e.Proto == "" || s.Proto == e.Proto)
+	})
+}

@@ -108,7 +108,7 @@ func TestFromMapRefuses(t *testing.T) {
 		"0", "root", "4294967295", "4294967296", "-1", "nosuchuser", "openvpn nobody",
 	)
 	bad("VPNFW_TUN_DEVICES", nil,
-		"", " ", "+", "tun0 +", "lo", "lo+", "tun0 lo", "abcdefghijklmnop", "abcdefghijklmnop+",
+		"", " ", "+", "tun0 +", "lo", "lo+", "l+", "-tun0", "-j+", "tun0 lo", "abcdefghijklmnop", "abcdefghijklmnop+",
 		"tun0;id", "tun0/x", "../x", ".", "..", "..+", "tun++", "+tun", "tun*", "tun0:1", "tün0",
 		"tun0|eth0", "$(id)",
 	)
@@ -353,7 +353,7 @@ func TestValidIfaceName(t *testing.T) {
 			t.Errorf("ValidIfaceName(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", ".", "..", "../x", "a/b", "tun0;id", "tun+", "tun*", "tun0 ", " tun0", "tun0\n", "tun0\x00", "eth0:1", "abcdefghijklmnop", "tün0", "$(id)", "`id`", "a'b", `a"b`} {
+	for _, bad := range []string{"", ".", "..", "../x", "a/b", "tun0;id", "-j", "-tun0", "tun+", "tun*", "tun0 ", " tun0", "tun0\n", "tun0\x00", "eth0:1", "abcdefghijklmnop", "tün0", "$(id)", "`id`", "a'b", `a"b`} {
 		if err := rules.ValidIfaceName(bad); err == nil {
 			t.Errorf("ValidIfaceName(%q) accepted", bad)
 		}

@@ -46,8 +46,9 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 		// rejected further down.
 		out = append(out, Rule{Purpose: "vpn client to its servers", Dst: servers, L4: l4,
 			Mark: cfg.VPNMark, UID: cfg.VPNUser, Verdict: Accept})
-		// Only flows whose original direction went to a server port were
-		// allowed out above, so the original tuple identifies their replies.
+		// Replies are tied to flows by their original destination, a server
+		// port. Outgoing packets are still checked one by one above, so a
+		// reply let in here never lets anything out.
 		if len(ported) > 0 {
 			in = append(in, Rule{Purpose: "replies from vpn servers", Dst: servers, L4: ported,
 				CtOriginal: true, CtEstablished: true, Verdict: Accept})

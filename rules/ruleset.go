@@ -141,4 +141,7 @@ type State string
 const (
 	Blocked   State = "blocked"
 	Connected State = "connected"
+	// Disarmed is only ever read back from the kernel: not every packet meets
+	// vpnfw's rules (after disarm, or another tool's flush).
+	Disarmed State = "disarmed"
 )

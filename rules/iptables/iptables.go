@@ -241,21 +241,28 @@ func parseSave(text string) (*snapshot, error) {
 func (b *Backend) Name() string { return fmt.Sprintf("iptables (%s)", b.flavour) }
 
 // Apply implements rules.Backend: one iptables-restore --noflush per family.
+// A family that fails does not stop the other: at boot, IPv6 must still be
+// closed when IPv4 could not be.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
+	var errs []error
 	for _, t := range rs.Tables {
-		s, err := b.snapshot(ctx, t.Family)
-		if err != nil {
-			return fmt.Errorf("%s: %w", t.Family, err)
-		}
-		var jumps [len(rules.Hooks)]jumpState
-		for _, h := range rules.Hooks {
-			jumps[h] = findJumps(h, s.chains[builtinNames[h]])
-		}
-		if err := b.restore(ctx, t.Family, restoreText(t, jumps)); err != nil {
-			return fmt.Errorf("%s: %w", t.Family, err)
+		if err := b.applyTable(ctx, t); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.Family, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+func (b *Backend) applyTable(ctx context.Context, t rules.Table) error {
+	s, err := b.snapshot(ctx, t.Family)
+	if err != nil {
+		return err
+	}
+	var jumps [len(rules.Hooks)]jumpState
+	for _, h := range rules.Hooks {
+		jumps[h] = findJumps(h, s.chains[builtinNames[h]])
+	}
+	return b.restore(ctx, t.Family, restoreText(t, jumps))
 }
 
 // findJumps counts our jump among the rules of a built-in chain.
@@ -352,6 +359,21 @@ var commentRE = regexp.MustCompile(`/\* vpnfw: (.*?) \*/`)
 // Status implements rules.Backend, with go-iptables' counters.
 func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 	st := &rules.Status{Backend: b.Name(), Armed: true, Tunnels: []string{}, Rules: []rules.Counter{}}
+	// Armed means every packet meets our chains: policies DROP, the jumps
+	// first and the chains there, in both families.
+	for _, f := range b.fams {
+		s, err := b.snapshot(ctx, f.fam)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.fam, err)
+		}
+		for _, h := range rules.Hooks {
+			r := s.chains[builtinNames[h]]
+			_, own := s.chains[chainNames[h]]
+			if s.policies[builtinNames[h]] != "DROP" || len(r) == 0 || r[0] != "-A "+builtinNames[h]+" "+jumpSpec(h) || !own {
+				st.Armed = false
+			}
+		}
+	}
 	for i, f := range b.fams {
 		proto := goipt.ProtocolIPv4
 		if f.fam == rules.IPv6 {
@@ -368,7 +390,6 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 				return nil, fmt.Errorf("%s: probing %s: %w", f.fam, own, err)
 			}
 			if !exists {
-				st.Armed = false
 				continue
 			}
 			stats, err := ipt.StructuredStats("filter", own)
@@ -390,9 +411,13 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 		return nil, err
 	}
 	st.Tunnels = append(st.Tunnels, tunnels...)
-	st.State = rules.Blocked
-	if len(tunnels) > 0 {
+	switch {
+	case !st.Armed:
+		st.State = rules.Disarmed
+	case len(tunnels) > 0:
 		st.State = rules.Connected
+	default:
+		st.State = rules.Blocked
 	}
 	return st, nil
 }

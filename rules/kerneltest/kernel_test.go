@@ -576,7 +576,7 @@ func testOpenVPNHook(t *testing.T, fl flavour) {
 		override(good, "trusted_ip=198.51.100.77"),
 		override(good, "trusted_ip=2001:db8:1::1"),
 		override(good, "trusted_port=1195"),
-		override(good, "proto_1=tcp-client"),
+		override(good, "trusted_port=1196", "proto_1=tcp-client"),
 	} {
 		if r := openvpn(vars, positional...); r.Code != 1 {
 			t.Errorf("%q: want exit 1: %s", vars, r)
