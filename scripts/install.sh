@@ -137,7 +137,7 @@ EOF
 fi
 
 for f in scripts/netfilter-persistent/60-vpn-firewall scripts/systemd/vpnfw-baseline.service \
-	scripts/ppp/ip-up.d/vpnfw scripts/ppp/ip-down.d/vpnfw scripts/networkmanager/90-vpnfw \
+	scripts/ppp/vpnfw scripts/networkmanager/90-vpnfw \
 	scripts/wireguard/wg0.conf scripts/vpnfw.env scripts/man/vpnfw-hook.8; do
 	[ -f "$f" ] || die "$f is missing: run install.sh from a complete vpnfw source tree"
 done
@@ -161,8 +161,8 @@ mv -f "$destdir$hook.vpnfw-new" "$destdir$hook"
 echo "  $hook"
 put scripts/netfilter-persistent/60-vpn-firewall "$plugin" 0755
 put scripts/systemd/vpnfw-baseline.service "$unit" 0644
-put scripts/ppp/ip-up.d/vpnfw "$ipup" 0755
-put scripts/ppp/ip-down.d/vpnfw "$ipdown" 0755
+put scripts/ppp/vpnfw "$ipup" 0755
+put scripts/ppp/vpnfw "$ipdown" 0755
 put scripts/man/vpnfw-hook.8 "$man" 0644
 put scripts/wireguard/wg0.conf "$examples/wg0.conf" 0644
 put scripts/networkmanager/90-vpnfw "$examples/90-vpnfw-networkmanager" 0644

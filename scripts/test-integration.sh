@@ -173,7 +173,7 @@ EOF
 	check "install.sh: the commented configuration" cmp scripts/vpnfw.env "$d/etc/vpn-firewall/vpnfw.env"
 	check "install.sh: the plugin with the default paths" cmp scripts/netfilter-persistent/60-vpn-firewall "$d/usr/share/netfilter-persistent/plugins.d/60-vpn-firewall"
 	check "install.sh: the unit with the default paths" cmp scripts/systemd/vpnfw-baseline.service "$d/etc/systemd/system/vpnfw-baseline.service"
-	check "install.sh: ip-up.d with the default paths" cmp scripts/ppp/ip-up.d/vpnfw "$d/etc/ppp/ip-up.d/vpnfw"
+	check "install.sh: ip-up.d with the default paths" cmp scripts/ppp/vpnfw "$d/etc/ppp/ip-up.d/vpnfw"
 
 	# An existing configuration is never overwritten.
 	printf 'VPNFW_LAN=198.51.100.0/24\n' >"$d/etc/vpn-firewall/vpnfw.env"
