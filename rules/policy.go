@@ -17,12 +17,12 @@ func Policy(cfg *Config, tunnels []string) *Ruleset {
 		rs.State = Connected
 	}
 	for i, fam := range []Family{IPv4, IPv6} {
-		rs.Tables[i] = table(cfg, fam, tunnels)
+		rs.Tables[i] = table(cfg, fam)
 	}
 	return rs
 }
 
-func table(cfg *Config, fam Family, tunnels []string) Table {
+func table(cfg *Config, fam Family) Table {
 	servers := ofFamily(cfg.Servers, fam)
 	lan := ofFamily(cfg.LAN, fam)
 	var in, out []Rule
@@ -44,13 +44,13 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 		// The exception is for the VPN client's sockets only: any other process
 		// sending to the same address (a browser, a Tor relay sharing the IP) is
 		// rejected further down.
-		out = append(out, Rule{Purpose: "vpn client to its servers", Dst: servers, L4: l4,
+		out = append(out, Rule{Purpose: "vpn client to its servers", Dst: servers, AddrSet: "servers", L4: l4,
 			Mark: cfg.VPNMark, UID: cfg.VPNUser, Verdict: Accept})
 		// Replies are tied to flows by their original destination, a server
 		// port. Outgoing packets are still checked one by one above, so a
 		// reply let in here never lets anything out.
 		if len(ported) > 0 {
-			in = append(in, Rule{Purpose: "replies from vpn servers", Dst: servers, L4: ported,
+			in = append(in, Rule{Purpose: "replies from vpn servers", Dst: servers, AddrSet: "servers", L4: ported,
 				CtOriginal: true, CtEstablished: true, Verdict: Accept})
 		}
 		// PPTP's GRE packets carry a call ID per direction, so without the
@@ -59,12 +59,12 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 		// servers, and nothing else of it. What it carries is filtered again
 		// on the tunnel device.
 		if gre {
-			in = append(in, Rule{Purpose: "gre from vpn servers", Src: servers, L4: []L4{{Proto: GRE}}, Verdict: Accept})
+			in = append(in, Rule{Purpose: "gre from vpn servers", Src: servers, AddrSet: "servers", L4: []L4{{Proto: GRE}}, Verdict: Accept})
 		}
 	}
 	if len(lan) > 0 {
-		out = append(out, Rule{Purpose: "lan out", Dst: lan, Verdict: Accept})
-		in = append(in, Rule{Purpose: "replies from lan", Dst: lan, CtOriginal: true, CtEstablished: true, Verdict: Accept})
+		out = append(out, Rule{Purpose: "lan out", Dst: lan, AddrSet: "lan", Verdict: Accept})
+		in = append(in, Rule{Purpose: "replies from lan", Dst: lan, AddrSet: "lan", CtOriginal: true, CtEstablished: true, Verdict: Accept})
 	}
 	if fam == IPv6 && (len(servers) > 0 || len(lan) > 0) {
 		// On-link IPv6 peers are unreachable without neighbour discovery;
@@ -79,13 +79,11 @@ func table(cfg *Config, fam Family, tunnels []string) Table {
 		in = append(in, Rule{Purpose: "dhcp client in", L4: []L4{{Proto: UDP, SrcPort: 67, DstPort: 68}}, Verdict: Accept})
 	}
 	if fam == IPv4 || cfg.IPv6Tunnel {
-		for _, dev := range tunnels {
-			out = append(out, Rule{Purpose: TunnelPurpose(dev), OutIface: dev, Verdict: Accept})
-			// Conntrack state is trusted only on the interface the flow is
-			// allowed on: a flow opened through the tunnel gets nothing on the
-			// physical link once the tunnel is gone.
-			in = append(in, Rule{Purpose: "tunnel " + dev + " replies", InIface: dev, CtEstablished: true, Verdict: Accept})
-		}
+		out = append(out, Rule{Purpose: "tunnels out", OutTunnel: true, Verdict: Accept})
+		// Conntrack state is trusted only on the interface the flow is
+		// allowed on: a flow opened through the tunnel gets nothing on the
+		// physical link once the tunnel is gone.
+		in = append(in, Rule{Purpose: "tunnel replies", InTunnel: true, CtEstablished: true, Verdict: Accept})
 	}
 
 	out = append(out,
@@ -111,6 +109,11 @@ func ofFamily(ps []netip.Prefix, fam Family) []netip.Prefix {
 	return out
 }
 
-// TunnelPurpose is the purpose of the rule that lets dev out; backends use it
-// to read back which tunnels are allowed from the live ruleset.
-func TunnelPurpose(dev string) string { return "tunnel " + dev + " out" }
+// TunnelPurpose is the purpose of a tunnel rule r expanded for one device
+// dev, for backends without sets.
+func TunnelPurpose(r Rule, dev string) string {
+	if r.OutTunnel {
+		return "tunnel " + dev + " out"
+	}
+	return "tunnel " + dev + " replies"
+}

@@ -228,7 +228,7 @@ func TestPolicyGoldenFacts(t *testing.T) {
 // matchesNothing reports whether r has no match at all: it decides every
 // packet that reaches it.
 func matchesNothing(r rules.Rule) bool {
-	return r.InIface == "" && r.OutIface == "" && len(r.Src) == 0 && len(r.Dst) == 0 && len(r.L4) == 0 && !r.CtOriginal &&
+	return r.InIface == "" && r.OutIface == "" && !r.InTunnel && !r.OutTunnel && len(r.Src) == 0 && len(r.Dst) == 0 && len(r.L4) == 0 && !r.CtOriginal &&
 		!r.CtEstablished && r.Mark == 0 && r.UID == nil && !r.HopLimit255
 }
 
@@ -327,7 +327,7 @@ func TestPolicyProperties(t *testing.T) {
 					}
 					// Conntrack state is trusted only with an interface or the
 					// original tuple of a flow allowed out.
-					if r.Verdict == rules.Accept && r.CtEstablished && !r.CtOriginal && r.InIface == "" {
+					if r.Verdict == rules.Accept && r.CtEstablished && !r.CtOriginal && r.InIface == "" && !r.InTunnel {
 						fail("%s: %q accepts established flows on any interface", where, r.Purpose)
 					}
 					if r.CtOriginal && (!r.CtEstablished || len(r.Dst) == 0) {
@@ -350,7 +350,7 @@ func TestPolicyProperties(t *testing.T) {
 					}
 					// Every accepting input rule without an interface is tied
 					// to a flow allowed out, or is GRE from a server.
-					if h == rules.Input && r.Verdict == rules.Accept && r.InIface == "" && !r.CtOriginal && len(r.Src) == 0 && !r.HopLimit255 &&
+					if h == rules.Input && r.Verdict == rules.Accept && r.InIface == "" && !r.InTunnel && !r.CtOriginal && len(r.Src) == 0 && !r.HopLimit255 &&
 						!(len(r.L4) == 1 && r.L4[0].Proto == rules.UDP && r.L4[0].DstPort == 68) {
 						fail("%s: %q accepts input that belongs to no allowed flow: %+v", where, r.Purpose, r)
 					}
@@ -362,25 +362,18 @@ func TestPolicyProperties(t *testing.T) {
 							fail("%s: ICMPv6 in %v", where, fam)
 						}
 					}
-					// Only loopback and tunnels get interface rules, and
-					// tunnels in IPv6 only with VPNFW_IPV6=tunnel.
+					// Only loopback gets an interface of its own; tunnels are
+					// the tunnel set, in IPv6 only with VPNFW_IPV6=tunnel.
 					for _, dev := range []string{r.InIface, r.OutIface} {
-						if dev == "" || dev == "lo" {
-							continue
-						}
-						if !slices.Contains(wantTunnels, dev) {
-							fail("%s: %q names device %s, which is not an allowed tunnel", where, r.Purpose, dev)
-						}
-						if fam == rules.IPv6 && !c.cfg.IPv6Tunnel {
-							fail("%s: VPNFW_IPV6=block but %q names tunnel %s", where, r.Purpose, dev)
+						if dev != "" && dev != "lo" {
+							fail("%s: %q names device %s, which is not loopback", where, r.Purpose, dev)
 						}
 					}
-					if fam == rules.IPv6 && !c.cfg.IPv6Tunnel {
-						for _, dev := range wantTunnels {
-							if strings.Contains(r.Purpose, dev) {
-								fail("%s: VPNFW_IPV6=block but %q mentions %s", where, r.Purpose, dev)
-							}
-						}
+					if (r.InTunnel || r.OutTunnel) && fam == rules.IPv6 && !c.cfg.IPv6Tunnel {
+						fail("%s: VPNFW_IPV6=block but %q allows the tunnels", where, r.Purpose)
+					}
+					if r.InTunnel && (!r.CtEstablished || h != rules.Input) || r.OutTunnel && h != rules.Output {
+						fail("%s: %q: tunnels are allowed out, and in only for established flows: %+v", where, r.Purpose, r)
 					}
 				}
 				// Server exception: every rule letting packets out to a server
@@ -414,18 +407,18 @@ func TestPolicyProperties(t *testing.T) {
 				}
 			}
 		}
-		// Every allowed tunnel is allowed in IPv4, out and replies in.
-		for _, dev := range wantTunnels {
-			out := rs.Tables[rules.IPv4].Chains[rules.Output].Rules
-			if !slices.ContainsFunc(out, func(r rules.Rule) bool {
-				return r.OutIface == dev && r.Verdict == rules.Accept && r.Purpose == rules.TunnelPurpose(dev)
-			}) {
-				fail("tunnel %s is not allowed out", dev)
-			}
-			in := rs.Tables[rules.IPv4].Chains[rules.Input].Rules
-			if !slices.ContainsFunc(in, func(r rules.Rule) bool { return r.InIface == dev && r.CtEstablished && r.Verdict == rules.Accept }) {
-				fail("tunnel %s replies are not allowed in", dev)
-			}
+		// The allowed tunnels are the ruleset's, and IPv4 lets them out and
+		// their replies in.
+		if !slices.Equal(rs.Tunnels, wantTunnels) {
+			fail("tunnels %v, want %v", rs.Tunnels, wantTunnels)
+		}
+		out := rs.Tables[rules.IPv4].Chains[rules.Output].Rules
+		if !slices.ContainsFunc(out, func(r rules.Rule) bool { return r.OutTunnel && r.Verdict == rules.Accept }) {
+			fail("tunnels are not allowed out")
+		}
+		in := rs.Tables[rules.IPv4].Chains[rules.Input].Rules
+		if !slices.ContainsFunc(in, func(r rules.Rule) bool { return r.InTunnel && r.CtEstablished && r.Verdict == rules.Accept }) {
+			fail("tunnel replies are not allowed in")
 		}
 		if t.Failed() {
 			return

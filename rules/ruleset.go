@@ -107,7 +107,16 @@ type Rule struct {
 	CtOriginal bool
 	// CtEstablished matches only packets of established or related flows.
 	CtEstablished bool
-	Mark          uint32 // 0: no fwmark match
+	// InTunnel and OutTunnel match packets whose in or out interface is one
+	// of the allowed tunnels (Ruleset.Tunnels). Backends with sets keep the
+	// tunnels in one named set that up and down change; others expand the
+	// rule into one per tunnel. With no tunnel allowed it matches nothing.
+	InTunnel, OutTunnel bool
+	// AddrSet names what Src or Dst hold ("servers", "lan"): rules naming
+	// the same set hold the same addresses, so a backend with named sets
+	// keeps them once, however many there are.
+	AddrSet string
+	Mark    uint32 // 0: no fwmark match
 	UID           *uint32
 	// HopLimit255 requires hop limit 255 (IPv6 neighbour discovery from on-link).
 	HopLimit255 bool

@@ -246,14 +246,14 @@ func (b *Backend) Name() string { return fmt.Sprintf("iptables (%s)", b.flavour)
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
 	var errs []error
 	for _, t := range rs.Tables {
-		if err := b.applyTable(ctx, t); err != nil {
+		if err := b.applyTable(ctx, t, rs.Tunnels); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", t.Family, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (b *Backend) applyTable(ctx context.Context, t rules.Table) error {
+func (b *Backend) applyTable(ctx context.Context, t rules.Table, tunnels []string) error {
 	s, err := b.snapshot(ctx, t.Family)
 	if err != nil {
 		return err
@@ -262,7 +262,7 @@ func (b *Backend) applyTable(ctx context.Context, t rules.Table) error {
 	for _, h := range rules.Hooks {
 		jumps[h] = findJumps(h, s.chains[builtinNames[h]])
 	}
-	return b.restore(ctx, t.Family, restoreText(t, jumps))
+	return b.restore(ctx, t.Family, restoreText(t, tunnels, jumps))
 }
 
 // findJumps counts our jump among the rules of a built-in chain.
@@ -332,7 +332,7 @@ func (b *Backend) Check(ctx context.Context, rs *rules.Ruleset) error {
 			if !ok {
 				return fmt.Errorf("%s: chain %s is missing; run vpnfw-hook baseline", t.Family, own)
 			}
-			if err := firstDifference(live, ChainRules(t.Family, t.Chains[h])); err != nil {
+			if err := firstDifference(live, ChainRules(t.Family, t.Chains[h], rs.Tunnels)); err != nil {
 				return fmt.Errorf("%s: %s: %w; run vpnfw-hook baseline", t.Family, own, err)
 			}
 		}

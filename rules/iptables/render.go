@@ -27,14 +27,38 @@ func jumpSpec(h rules.Hook) string {
 
 // ChainRules renders the rules of one chain exactly as `iptables -S CHAIN`
 // prints them (both flavours print the same), so the live ruleset can be
-// compared line by line with the desired one.
-func ChainRules(fam rules.Family, c rules.Chain) []string {
+// compared line by line with the desired one. tunnels are the allowed tunnel
+// devices: iptables has no interface sets, so a tunnel rule becomes one rule
+// per device, none when no tunnel is allowed.
+func ChainRules(fam rules.Family, c rules.Chain, tunnels []string) []string {
 	name := chainNames[c.Hook]
 	var out []string
 	for _, r := range c.Rules {
-		for _, spec := range ruleSpecs(fam, r) {
-			out = append(out, "-A "+name+" "+spec)
+		for _, r := range expandTunnels(r, tunnels) {
+			for _, spec := range ruleSpecs(fam, r) {
+				out = append(out, "-A "+name+" "+spec)
+			}
 		}
+	}
+	return out
+}
+
+func expandTunnels(r rules.Rule, tunnels []string) []rules.Rule {
+	if !r.InTunnel && !r.OutTunnel {
+		return []rules.Rule{r}
+	}
+	var out []rules.Rule
+	for _, dev := range tunnels {
+		e := r
+		e.Purpose = rules.TunnelPurpose(r, dev)
+		e.InTunnel, e.OutTunnel = false, false
+		if r.InTunnel {
+			e.InIface = dev
+		}
+		if r.OutTunnel {
+			e.OutIface = dev
+		}
+		out = append(out, e)
 	}
 	return out
 }
@@ -169,11 +193,11 @@ type jumpState struct {
 // rule 1 is left alone, so re-applying the same state changes nothing.
 // Jumps are deleted by their spec, not their number, so a rule another tool
 // inserts meanwhile can never be deleted instead: the transaction fails.
-func restoreText(t rules.Table, jumps [len(rules.Hooks)]jumpState) string {
+func restoreText(t rules.Table, tunnels []string, jumps [len(rules.Hooks)]jumpState) string {
 	var b strings.Builder
 	declareChains(&b, "DROP")
 	for _, h := range rules.Hooks {
-		for _, line := range ChainRules(t.Family, t.Chains[h]) {
+		for _, line := range ChainRules(t.Family, t.Chains[h], tunnels) {
 			b.WriteString(line + "\n")
 		}
 	}
@@ -209,7 +233,7 @@ func Render(rs *rules.Ruleset) string {
 	var b strings.Builder
 	for _, t := range rs.Tables {
 		fmt.Fprintf(&b, "# %s-restore --noflush\n", map[rules.Family]string{rules.IPv4: "iptables", rules.IPv6: "ip6tables"}[t.Family])
-		b.WriteString(restoreText(t, [len(rules.Hooks)]jumpState{}))
+		b.WriteString(restoreText(t, rs.Tunnels, [len(rules.Hooks)]jumpState{}))
 	}
 	return b.String()
 }

@@ -62,10 +62,10 @@ func TestChainRulesCanonical(t *testing.T) {
 			rules.Rule{Purpose: "loopback in", InIface: "lo", Verdict: rules.Accept},
 			[]string{`-A VPNFW-INPUT -i lo -m comment --comment "vpnfw: loopback in" -j ACCEPT`}},
 		{"tunnel out", rules.IPv4, rules.Output,
-			rules.Rule{Purpose: rules.TunnelPurpose("tun0"), OutIface: "tun0", Verdict: rules.Accept},
+			rules.Rule{Purpose: "tunnels out", OutTunnel: true, Verdict: rules.Accept},
 			[]string{`-A VPNFW-OUTPUT -o tun0 -m comment --comment "vpnfw: tunnel tun0 out" -j ACCEPT`}},
 		{"tunnel replies", rules.IPv4, rules.Input,
-			rules.Rule{Purpose: "tunnel tun0 replies", InIface: "tun0", CtEstablished: true, Verdict: rules.Accept},
+			rules.Rule{Purpose: "tunnel replies", InTunnel: true, CtEstablished: true, Verdict: rules.Accept},
 			[]string{`-A VPNFW-INPUT -i tun0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "vpnfw: tunnel tun0 replies" -j ACCEPT`}},
 		{"neighbour discovery", rules.IPv6, rules.Output,
 			rules.Rule{Purpose: "ipv6 neighbour discovery out", L4: nd, HopLimit255: true, Verdict: rules.Accept},
@@ -99,7 +99,7 @@ func TestChainRulesCanonical(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := ChainRules(c.fam, rules.Chain{Hook: c.hook, Rules: []rules.Rule{c.rule}})
+			got := ChainRules(c.fam, rules.Chain{Hook: c.hook, Rules: []rules.Rule{c.rule}}, []string{"tun0"})
 			if !slices.Equal(got, c.want) {
 				t.Errorf("ChainRules:\n got %q\nwant %q", got, c.want)
 			}
@@ -113,12 +113,21 @@ func TestChainRulesKeepsOrder(t *testing.T) {
 		{Purpose: "b", InIface: "tun0", CtEstablished: true, Verdict: rules.Accept},
 		{Purpose: "c", Verdict: rules.Drop},
 	}}
-	got := ChainRules(rules.IPv4, ch)
+	got := ChainRules(rules.IPv4, ch, nil)
 	if len(got) != 3 || !strings.Contains(got[0], `"vpnfw: a"`) || !strings.Contains(got[1], `"vpnfw: b"`) || !strings.HasSuffix(got[2], `"vpnfw: c" -j DROP`) {
 		t.Errorf("ChainRules = %q", got)
 	}
-	if got := ChainRules(rules.IPv4, rules.Chain{Hook: rules.Forward}); len(got) != 0 {
+	if got := ChainRules(rules.IPv4, rules.Chain{Hook: rules.Forward}, []string{"tun0"}); len(got) != 0 {
 		t.Errorf("empty chain rendered as %q", got)
+	}
+	// With no tunnel allowed, a tunnel rule matches nothing: it is not
+	// rendered at all, never as a rule without an interface.
+	tun := rules.Chain{Hook: rules.Output, Rules: []rules.Rule{{Purpose: "tunnels out", OutTunnel: true, Verdict: rules.Accept}}}
+	if got := ChainRules(rules.IPv4, tun, nil); len(got) != 0 {
+		t.Errorf("tunnel rule without tunnels rendered as %q", got)
+	}
+	if got := ChainRules(rules.IPv4, tun, []string{"tun0", "tun1"}); len(got) != 2 || !strings.Contains(got[1], "-o tun1 ") {
+		t.Errorf("tunnel rule for two tunnels rendered as %q", got)
 	}
 }
 
@@ -210,7 +219,7 @@ func TestRestoreTextJumps(t *testing.T) {
 					jumps[o] = jumpState{count: 1, first: true}
 				}
 				jumps[h] = c.j
-				text := restoreText(table, jumps)
+				text := restoreText(table, nil, jumps)
 				if n := renderTestCountLines(text, del(h)); n != c.deletes {
 					t.Errorf("%d deletes of the %s jump, want %d:\n%s", n, builtinNames[h], c.deletes, text)
 				}
@@ -244,7 +253,7 @@ func TestRestoreTextLayout(t *testing.T) {
 		Servers: renderTestPrefixes("192.0.2.10/32"), ServerPorts: []rules.Endpoint{{Proto: rules.UDP, Port: 1194}}, VPNMark: 119,
 	}
 	for _, tb := range rules.Policy(cfg, []string{"tun0"}).Tables {
-		text := restoreText(tb, [len(rules.Hooks)]jumpState{})
+		text := restoreText(tb, []string{"tun0"}, [len(rules.Hooks)]jumpState{})
 		lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 		head := []string{"*filter",
 			":INPUT DROP [0:0]", ":OUTPUT DROP [0:0]", ":FORWARD DROP [0:0]",
@@ -254,7 +263,7 @@ func TestRestoreTextLayout(t *testing.T) {
 		}
 		var body []string
 		for _, h := range rules.Hooks {
-			body = append(body, ChainRules(tb.Family, tb.Chains[h])...)
+			body = append(body, ChainRules(tb.Family, tb.Chains[h], []string{"tun0"})...)
 		}
 		if got := lines[len(head) : len(head)+len(body)]; !slices.Equal(got, body) {
 			t.Errorf("%v: chain rules\n got %q\nwant %q", tb.Family, got, body)
@@ -282,8 +291,8 @@ func TestRender(t *testing.T) {
 	cfg := &rules.Config{ServerPorts: []rules.Endpoint{{Proto: rules.UDP, Port: 1194}}}
 	rs := rules.Policy(cfg, nil)
 	out := Render(rs)
-	want := "# iptables-restore --noflush\n" + restoreText(rs.Tables[0], [3]jumpState{}) +
-		"# ip6tables-restore --noflush\n" + restoreText(rs.Tables[1], [3]jumpState{})
+	want := "# iptables-restore --noflush\n" + restoreText(rs.Tables[0], rs.Tunnels, [3]jumpState{}) +
+		"# ip6tables-restore --noflush\n" + restoreText(rs.Tables[1], rs.Tunnels, [3]jumpState{})
 	if out != want {
 		t.Errorf("Render:\n%s\nwant:\n%s", out, want)
 	}
@@ -302,7 +311,7 @@ func TestTunnelRuleReadsBackChainRules(t *testing.T) {
 	tunnels := []string{"ppp0", "tun0", "tun1", "tun_a-b.c"}
 	out := rules.Policy(cfg, tunnels).Tables[0].Chains[rules.Output]
 	var got []string
-	for _, l := range ChainRules(rules.IPv4, out) {
+	for _, l := range ChainRules(rules.IPv4, out, tunnels) {
 		if m := tunnelRule.FindStringSubmatch(l); m != nil && m[1] == m[2] {
 			got = append(got, m[1])
 		}
@@ -402,7 +411,7 @@ func renderTestCaptureConfig() *rules.Config {
 
 // renderTestSave prints what iptables-save would list for a host where
 // restoreText(t, no jumps) was applied to an empty table.
-func renderTestSave(t rules.Table) string {
+func renderTestSave(t rules.Table, tunnels []string) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	for _, n := range []string{"INPUT", "FORWARD", "OUTPUT"} {
@@ -415,7 +424,7 @@ func renderTestSave(t rules.Table) string {
 		b.WriteString("-A " + builtinNames[h] + " " + jumpSpec(h) + "\n")
 	}
 	for _, h := range []rules.Hook{rules.Forward, rules.Input, rules.Output} {
-		for _, l := range ChainRules(t.Family, t.Chains[h]) {
+		for _, l := range ChainRules(t.Family, t.Chains[h], tunnels) {
 			b.WriteString(l + "\n")
 		}
 	}
@@ -450,7 +459,7 @@ func TestParseSaveCapture(t *testing.T) {
 	// The lines the kernel printed are exactly what ChainRules renders.
 	rs := rules.Policy(renderTestCaptureConfig(), []string{"tun0", "ppp0"})
 	for _, h := range rules.Hooks {
-		if got, want := s.chains[chainNames[h]], ChainRules(rules.IPv4, rs.Tables[0].Chains[h]); !slices.Equal(got, want) {
+		if got, want := s.chains[chainNames[h]], ChainRules(rules.IPv4, rs.Tables[0].Chains[h], rs.Tunnels); !slices.Equal(got, want) {
 			t.Errorf("%s:\n got %q\nwant %q", chainNames[h], got, want)
 		}
 	}
@@ -486,14 +495,14 @@ func renderTestBackend(t *testing.T, v4, v6 string) *Backend {
 
 func TestTunnelsFromSnapshot(t *testing.T) {
 	rs := rules.Policy(renderTestCaptureConfig(), []string{"tun0", "ppp0"})
-	b := renderTestBackend(t, renderTestSaveCapture, renderTestSave(rs.Tables[1]))
+	b := renderTestBackend(t, renderTestSaveCapture, renderTestSave(rs.Tables[1], rs.Tunnels))
 	got, err := b.Tunnels(context.Background())
 	if err != nil || !slices.Equal(got, []string{"ppp0", "tun0"}) {
 		t.Errorf("Tunnels = %v, %v; want [ppp0 tun0]", got, err)
 	}
 
 	// Lookalikes and foreign rules are not tunnels.
-	forged := renderTestSave(rules.Policy(renderTestCaptureConfig(), nil).Tables[0]) + strings.Join([]string{
+	forged := renderTestSave(rules.Policy(renderTestCaptureConfig(), nil).Tables[0], nil) + strings.Join([]string{
 		`-A VPNFW-OUTPUT -o tun0 -m comment --comment "vpnfw: tunnel tun1 out" -j ACCEPT`,
 		`-A VPNFW-OUTPUT -o tun2 -m comment --comment "vpnfw: tunnel tun2 out" -j DROP`,
 		`-A VPNFW-INPUT -o tun3 -m comment --comment "vpnfw: tunnel tun3 out" -j ACCEPT`,
@@ -514,7 +523,7 @@ func TestTunnelsFromSnapshot(t *testing.T) {
 func TestCheckFromSnapshot(t *testing.T) {
 	cfg := renderTestCaptureConfig()
 	rs := rules.Policy(cfg, []string{"tun0", "ppp0"})
-	v4, v6 := renderTestSave(rs.Tables[0]), renderTestSave(rs.Tables[1])
+	v4, v6 := renderTestSave(rs.Tables[0], rs.Tunnels), renderTestSave(rs.Tables[1], rs.Tunnels)
 
 	if err := renderTestBackend(t, renderTestSaveCapture, v6).Check(context.Background(), rs); err != nil {
 		t.Errorf("real capture: %v", err)
@@ -548,7 +557,7 @@ func TestCheckFromSnapshot(t *testing.T) {
 		{"foreign rule in our chain", replace(v4, lastOut, "-A VPNFW-OUTPUT -j ACCEPT\n"+lastOut), v6, rs, "VPNFW-OUTPUT"},
 		{"rule after the final reject", replace(v4, lastOut, lastOut+"-A VPNFW-OUTPUT -j ACCEPT\n"), v6, rs, "unexpected rule"},
 		{"tunnel down but still allowed", v4, v6, rules.Policy(cfg, []string{"ppp0"}), "tunnel tun0 replies"},
-		{"ipv6 differs", v4, renderTestSave(rules.Policy(cfg, nil).Tables[1]), rs, "ipv6: VPNFW-"},
+		{"ipv6 differs", v4, renderTestSave(rules.Policy(cfg, nil).Tables[1], nil), rs, "ipv6: VPNFW-"},
 		{"empty table", "", "", rs, "policy is , expected DROP"},
 	} {
 		err := renderTestBackend(t, c.v4, c.v6).Check(context.Background(), c.rs)
