@@ -117,7 +117,7 @@ type Rule struct {
 	// keeps them once, however many there are.
 	AddrSet string
 	Mark    uint32 // 0: no fwmark match
-	UID           *uint32
+	UID     *uint32
 	// HopLimit255 requires hop limit 255 (IPv6 neighbour discovery from on-link).
 	HopLimit255 bool
 	Verdict     Verdict
