@@ -21,6 +21,7 @@ import (
 
 	"github.com/vpnfw/vpnfw/rules"
 	"github.com/vpnfw/vpnfw/rules/iptables"
+	"github.com/vpnfw/vpnfw/rules/nftables"
 )
 
 const usageText = `vpnfw-hook: fail-closed firewall for VPN clients
@@ -37,7 +38,7 @@ Commands:
   down --dev D             remove tunnel D's allowance; the blocked state stays
   status [--json]          state, allowed tunnels, servers and rule counters
   check                    exit 0 only if the live ruleset is fail-closed and matches the config
-  render [baseline | up --dev D ...]
+  render [baseline | up --dev D ...] [--backend iptables|nftables]
                            print the rules that would be applied; needs no root
   disarm --yes             remove every rule of vpnfw: the only way to fail open
   version                  version and build info
@@ -59,15 +60,17 @@ type app struct {
 	configPath     string
 	logFormat      string
 	log            zerolog.Logger
-	// loadOpts and newBackend are seams for tests.
-	loadOpts   rules.LoadOptions
-	newBackend func(cfg *rules.Config) (rules.Backend, error)
-	lockPath   string
+	// loadOpts, newBackend and nftSupported are seams for tests.
+	loadOpts     rules.LoadOptions
+	newBackend   func(cfg *rules.Config) (rules.Backend, error)
+	nftSupported func() (bool, error)
+	lockPath     string
 }
 
 func main() {
 	a := &app{stdout: os.Stdout, stderr: os.Stderr, getenv: os.LookupEnv,
-		newBackend: systemBackend, lockPath: "/run/vpnfw.lock"}
+		nftSupported: nftables.Supported, lockPath: "/run/vpnfw.lock"}
+	a.newBackend = a.systemBackend
 	os.Exit(a.run(os.Args[1:]))
 }
 
@@ -171,8 +174,8 @@ func (a *app) flags(name, synopsis string, args []string, define func(fs *flag.F
 }
 
 // eventFlags parses baseline/up/down flags into an event; prefix is "render "
-// when render parses them, for its usage line.
-func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
+// when render parses them, for its usage line, and backend its --backend.
+func (a *app) eventFlags(prefix, cmd string, args []string, backend *string) (Event, error) {
 	ev := Event{Command: cmd}
 	var server, port, proto string
 	synopsis := map[string]string{
@@ -183,7 +186,13 @@ func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
 	if prefix != "" && cmd == "baseline" {
 		synopsis = "[baseline | up --dev D ... | down --dev D]"
 	}
+	if backend != nil {
+		synopsis += " [--backend iptables|nftables]"
+	}
 	err := a.flags(cmd, prefix+synopsis, args, func(fs *flag.FlagSet) {
+		if backend != nil {
+			fs.StringVar(backend, "backend", "", "render for this `backend` (default: the one VPNFW_BACKEND picks on this host)")
+		}
 		if cmd == "baseline" {
 			if prefix == "" {
 				fs.BoolVar(&ev.Boot, "boot", false, "the boot path: if the configuration is missing or invalid, apply the lockdown\n(only loopback passes) instead of changing nothing, log why, and exit 2")
@@ -218,7 +227,7 @@ func (a *app) eventFlags(prefix, cmd string, args []string) (Event, error) {
 }
 
 func (a *app) cmdEvent(cmd string, args []string) error {
-	ev, err := a.eventFlags("", cmd, args)
+	ev, err := a.eventFlags("", cmd, args, nil)
 	if err != nil {
 		return err
 	}
@@ -335,16 +344,42 @@ func nextTunnels(ctx context.Context, be rules.Backend, cfg *rules.Config, ev Ev
 	return tunnels, nil
 }
 
-// systemBackend picks the backend VPNFW_BACKEND names.
-func systemBackend(cfg *rules.Config) (rules.Backend, error) {
-	switch cfg.Backend {
-	case "auto", "iptables":
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return iptables.Detect(ctx)
+// backendChoice resolves VPNFW_BACKEND: auto is nftables where the kernel
+// answers nftables requests, iptables otherwise.
+func (a *app) backendChoice(cfg *rules.Config) string {
+	if cfg.Backend != "auto" {
+		return cfg.Backend
 	}
-	return nil, &rules.ConfigError{Key: "VPNFW_BACKEND", Value: cfg.Backend,
-		Expected: "the nftables backend is not in this version yet; use auto or iptables"}
+	ok, err := a.nftSupported()
+	if !ok {
+		a.log.Info().Str("backend", "iptables").Msgf("VPNFW_BACKEND=auto: iptables, as the kernel does not answer nftables requests (%v)", err)
+		return "iptables"
+	}
+	a.log.Debug().Str("backend", "nftables").Msg("VPNFW_BACKEND=auto: nftables, which the kernel supports")
+	return "nftables"
+}
+
+// systemBackend returns the backend VPNFW_BACKEND picks, with the other one
+// behind it: rules left there by an earlier choice are removed once the
+// chosen backend is armed.
+func (a *app) systemBackend(cfg *rules.Config) (rules.Backend, error) {
+	openIPT := func(ctx context.Context) (rules.Backend, error) { return iptables.Detect(ctx) }
+	openNFT := func(context.Context) (rules.Backend, error) {
+		if ok, err := a.nftSupported(); !ok {
+			return nil, err
+		}
+		return nftables.New(), nil
+	}
+	if a.backendChoice(cfg) == "nftables" {
+		return &rules.Switch{Chosen: nftables.New(), Others: []func(context.Context) (rules.Backend, error){openIPT}}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ipt, err := iptables.Detect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rules.Switch{Chosen: ipt, Others: []func(context.Context) (rules.Backend, error){openNFT}}, nil
 }
 
 // liveState loads the config, the backend and the desired ruleset for the
@@ -439,9 +474,13 @@ func (a *app) cmdRender(args []string) error {
 	if cmd != "baseline" && cmd != "up" && cmd != "down" {
 		return usagef("render %q: expected baseline, up or down", cmd)
 	}
-	ev, err := a.eventFlags("render ", cmd, args)
+	var backend string
+	ev, err := a.eventFlags("render ", cmd, args, &backend)
 	if err != nil {
 		return err
+	}
+	if backend != "" && backend != "iptables" && backend != "nftables" {
+		return usagef("render --backend %q: expected iptables or nftables", backend)
 	}
 	// Rendering applies nothing, so a configuration owned by the user running
 	// it is fine: that is how to try a configuration before installing it.
@@ -454,15 +493,23 @@ func (a *app) cmdRender(args []string) error {
 	if err := ev.validate(cfg); err != nil {
 		return err
 	}
-	if cfg.Backend == "nftables" {
-		_, err := systemBackend(cfg)
-		return err
-	}
 	var tunnels []string
 	if ev.Command == "up" {
 		tunnels = []string{ev.Dev}
 	}
-	fmt.Fprint(a.stdout, iptables.Render(rules.Policy(cfg, tunnels)))
+	rs := rules.Policy(cfg, tunnels)
+	if backend == "" {
+		backend = a.backendChoice(cfg)
+	}
+	if backend == "iptables" {
+		fmt.Fprint(a.stdout, iptables.Render(rs))
+		return nil
+	}
+	text, err := nftables.Render(rs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(a.stdout, text)
 	return nil
 }
 

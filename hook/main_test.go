@@ -62,6 +62,8 @@ func (f *fakeBackend) Status(context.Context) (*rules.Status, error) {
 
 func (f *fakeBackend) Disarm(context.Context) error { f.disarmed++; return nil }
 
+func (f *fakeBackend) Present(context.Context) (bool, error) { return len(f.applied) > 0 || len(f.live) > 0, nil }
+
 var _ rules.Backend = (*fakeBackend)(nil)
 
 func fakeUsers(name string) (uint32, error) {
@@ -91,10 +93,8 @@ type harness struct {
 	env            map[string]string
 	loadOpts       rules.LoadOptions
 	stdout, stderr *bytes.Buffer
-
-	// nftablesMissing makes the backend refuse VPNFW_BACKEND=nftables, as
-	// this version does, with the configuration error systemBackend returns.
-	nftablesMissing bool
+	// nftSupported is what the kernel probe answers (VPNFW_BACKEND=auto).
+	nftSupported bool
 }
 
 func newHarness(t *testing.T, config string) *harness {
@@ -133,10 +133,13 @@ func (h *harness) run(args ...string) int {
 			if h.backendErr != nil {
 				return nil, h.backendErr
 			}
-			if h.nftablesMissing && cfg.Backend == "nftables" {
-				return nil, &rules.ConfigError{Key: "VPNFW_BACKEND", Value: "nftables", Expected: "the nftables backend is not in this version yet"}
-			}
 			return h.be, nil
+		},
+		nftSupported: func() (bool, error) {
+			if !h.nftSupported {
+				return false, errors.New("protocol not supported")
+			}
+			return true, nil
 		},
 		lockPath: filepath.Join(h.dir, "vpnfw.lock"),
 	}
@@ -646,11 +649,9 @@ func TestBootLockdown(t *testing.T) {
 		{"missing user", testConfig + "VPNFW_VPN_USER=tunnel\n", 0o600, false, "no such user"},
 		{"world-writable", testConfig, 0o606, false, "chmod go-w"},
 		{"not a dotenv file", "VPNFW_SERVERS='192.0.2.10\n", 0o600, false, "dotenv"},
-		{"nftables backend not there yet", testConfig + "VPNFW_BACKEND=nftables\n", 0o600, false, "nftables"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t, c.config)
-			h.nftablesMissing = true
 			h.be.live = []string{"tun0"}
 			cfgPath := h.cfgPath
 			if c.missing {

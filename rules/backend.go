@@ -11,6 +11,9 @@ type Backend interface {
 	// Tunnels reads back the tunnel devices the live ruleset allows; the
 	// kernel is the only record of them, so nothing can drift.
 	Tunnels(ctx context.Context) ([]string, error)
+	// Present reports whether any rule of the project is in the kernel
+	// through this backend, armed or not.
+	Present(ctx context.Context) (bool, error)
 	// Apply makes the live ruleset equal to rs.
 	Apply(ctx context.Context, rs *Ruleset) error
 	// Check returns nil only if the live ruleset is fail-closed and equal to

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vpnfw/vpnfw/rules"
 	"github.com/vpnfw/vpnfw/rules/iptables"
+	"github.com/vpnfw/vpnfw/rules/nftables"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -86,26 +87,37 @@ func TestPolicyGolden(t *testing.T) {
 					t.Fatalf("test bug: %s is not allowed by the config", d)
 				}
 			}
-			got := iptables.Render(rules.Policy(cfg, c.tunnels))
-			path := filepath.Join("testdata", c.name+".iptables.golden")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
+			rs := rules.Policy(cfg, c.tunnels)
+			nft, err := nftables.Render(rs)
 			if err != nil {
-				t.Fatalf("%v (run go test ./rules -run TestPolicyGolden -update to create it)", err)
+				t.Fatalf("nftables: %v", err)
 			}
-			if got != string(want) {
-				t.Errorf("%s differs from the rendered policy (if the change is intended, run with -update):\n%s",
-					path, lineDiff(string(want), got))
-			}
+			golden(t, c.name+".iptables.golden", iptables.Render(rs))
+			golden(t, c.name+".nftables.golden", nft)
 		})
+	}
+}
+
+// golden compares got with testdata/name, or with -update rewrites it.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./rules -run TestPolicyGolden -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the rendered policy (if the change is intended, run with -update):\n%s",
+			path, lineDiff(string(want), got))
 	}
 }
 

@@ -313,6 +313,23 @@ func (b *Backend) Tunnels(ctx context.Context) ([]string, error) {
 	return devs, nil
 }
 
+// Present implements rules.Backend: any chain or jump of ours, in either
+// family.
+func (b *Backend) Present(ctx context.Context) (bool, error) {
+	for _, f := range b.fams {
+		s, err := b.snapshot(ctx, f.fam)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", f.fam, err)
+		}
+		for _, h := range rules.Hooks {
+			if _, ok := s.chains[chainNames[h]]; ok || findJumps(h, s.chains[builtinNames[h]]).count > 0 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // Check implements rules.Backend.
 func (b *Backend) Check(ctx context.Context, rs *rules.Ruleset) error {
 	for _, t := range rs.Tables {
