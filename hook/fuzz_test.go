@@ -6,12 +6,13 @@ import (
 
 	"github.com/vpnfw/vpnfw/rules"
 	"github.com/vpnfw/vpnfw/rules/iptables"
+	"github.com/vpnfw/vpnfw/rules/nftables"
 )
 
 // FuzzOpenVPNEnvironment feeds arbitrary OpenVPN variables to the event
 // parser. Whatever gets through must name one tunnel device the
-// configuration allows, and the rendered rules must allow exactly that
-// device and nothing wider.
+// configuration allows, and the rendered rules of both backends must allow
+// exactly that device and nothing wider.
 func FuzzOpenVPNEnvironment(f *testing.F) {
 	f.Add("up", "tun0", "192.0.2.10", "1194", "udp")
 	f.Add("route-up", "tun1", "2001:db8::10", "443", "tcp-client")
@@ -49,6 +50,22 @@ func FuzzOpenVPNEnvironment(f *testing.F) {
 		}
 		if strings.Join(devLines, "\n") != strings.Join(want, "\n") {
 			t.Fatalf("device %q: rules naming a device:\n%s", dev, strings.Join(devLines, "\n"))
+		}
+		// In nftables the device is the tunnel set's one element, and no
+		// rule names a device but loopback.
+		text, err := nftables.Render(rules.Policy(cfg, []string{ev.Dev}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		devLines = nil
+		for _, l := range strings.Split(text, "\n") {
+			if strings.Contains(l, "ifname ") && !strings.Contains(l, `ifname "lo" `) && !strings.Contains(l, "ifname @tunnels ") ||
+				strings.Contains(l, "set tunnels ") {
+				devLines = append(devLines, strings.TrimSpace(l))
+			}
+		}
+		if want := `set tunnels { type ifname; elements = { "` + dev + `" }; }`; len(devLines) != 1 || devLines[0] != want {
+			t.Fatalf("device %q: nftables lines naming a device:\n%s", dev, strings.Join(devLines, "\n"))
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vpnfw/vpnfw/rules"
 	"github.com/vpnfw/vpnfw/rules/iptables"
+	"github.com/vpnfw/vpnfw/rules/nftables"
 )
 
 // fakeBackend stands in for the kernel: it records what the hook asks of it
@@ -732,5 +733,55 @@ func TestBootLockdownFailures(t *testing.T) {
 	h.expect(1, "--config", h.cfgPath, "baseline", "--boot")
 	if len(h.be.applied) != 1 || strings.Contains(h.stderr.String(), "lockdown") {
 		t.Errorf("applied %d times; stderr: %s", len(h.be.applied), h.stderr)
+	}
+}
+
+// render prints the table of the backend VPNFW_BACKEND picks on this host,
+// or the one --backend names.
+func TestRenderBackends(t *testing.T) {
+	h := newHarness(t, testConfig)
+	cfg, err := rules.Load(h.cfgPath, rules.LoadOptions{AllowNonRootOwner: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := rules.Policy(cfg, []string{"tun0"})
+	nft, err := nftables.Render(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipt := iptables.Render(rs)
+	for _, c := range []struct {
+		name      string
+		supported bool
+		config    string
+		args      []string
+		want      string
+	}{
+		{"auto with nftables", true, testConfig, nil, nft},
+		{"auto without nftables", false, testConfig, nil, ipt},
+		{"configured iptables", true, testConfig + "VPNFW_BACKEND=iptables\n", nil, ipt},
+		{"configured nftables", false, testConfig + "VPNFW_BACKEND=nftables\n", nil, nft},
+		{"flag iptables", true, testConfig, []string{"--backend", "iptables"}, ipt},
+		{"flag nftables", false, testConfig + "VPNFW_BACKEND=iptables\n", []string{"--backend", "nftables"}, nft},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h.writeConfig(c.config)
+			h.nftSupported = c.supported
+			h.expect(0, append([]string{"--config", h.cfgPath, "render", "up", "--dev", "tun0"}, c.args...)...)
+			if got := h.stdout.String(); got != c.want {
+				t.Errorf("printed:\n%s\nwant:\n%s", got, c.want)
+			}
+		})
+	}
+	// auto falling back says why.
+	h.writeConfig(testConfig)
+	h.nftSupported = false
+	h.expect(0, "--config", h.cfgPath, "render")
+	if !strings.Contains(h.stderr.String(), "VPNFW_BACKEND=auto: iptables") {
+		t.Errorf("the fallback to iptables is not logged: %s", h.stderr)
+	}
+	h.expect(2, "--config", h.cfgPath, "render", "--backend", "pf")
+	if h.backendCalls != 0 {
+		t.Errorf("render created a backend %d times", h.backendCalls)
 	}
 }

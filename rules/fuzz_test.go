@@ -5,12 +5,13 @@ import (
 	"testing"
 
 	"github.com/vpnfw/vpnfw/rules"
+	"github.com/vpnfw/vpnfw/rules/nftables"
 )
 
 // FuzzParse feeds arbitrary configuration files to the parser. Whatever it
 // accepts must still give a fail-closed policy: the server exception carries
 // the VPN client's mark or user, and every chain ends in a drop or reject
-// that matches everything.
+// that matches everything; and the nftables backend can render it.
 func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		"VPNFW_SERVERS=192.0.2.10\nVPNFW_VPN_MARK=119\n",
@@ -37,6 +38,10 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		rs := rules.Policy(cfg, []string{"tun0"})
+		// The nftables backend takes every ruleset the policy makes.
+		if _, err := nftables.Render(rs); err != nil {
+			t.Fatalf("nftables cannot render the policy of %q: %v", data, err)
+		}
 		for _, tb := range rs.Tables {
 			for _, c := range tb.Chains {
 				last := c.Rules[len(c.Rules)-1]
