@@ -63,7 +63,9 @@ func (f *fakeBackend) Status(context.Context) (*rules.Status, error) {
 
 func (f *fakeBackend) Disarm(context.Context) error { f.disarmed++; return nil }
 
-func (f *fakeBackend) Present(context.Context) (bool, error) { return len(f.applied) > 0 || len(f.live) > 0, nil }
+func (f *fakeBackend) Present(context.Context) (bool, error) {
+	return len(f.applied) > 0 || len(f.live) > 0, nil
+}
 
 var _ rules.Backend = (*fakeBackend)(nil)
 
