@@ -445,9 +445,11 @@ func (a *app) cmdStatus(args []string) error {
 	}
 	report := struct {
 		*rules.Status
-		Servers []string `json:"servers"`
-		Check   string   `json:"check"`
-	}{Status: st, Servers: prefixes(cfg.Servers), Check: "ok"}
+		// Configured is VPNFW_BACKEND, which Backend resolves (auto).
+		Configured string   `json:"configured_backend"`
+		Servers    []string `json:"servers"`
+		Check      string   `json:"check"`
+	}{Status: st, Configured: cfg.Backend, Servers: prefixes(cfg.Servers), Check: "ok"}
 	if checkErr != nil {
 		report.Check = checkErr.Error()
 	}
@@ -457,8 +459,8 @@ func (a *app) cmdStatus(args []string) error {
 		return enc.Encode(report)
 	}
 	w := a.stdout
-	fmt.Fprintf(w, "backend: %s\narmed:   %v\nstate:   %s\ntunnels: %s\nservers: %s\ncheck:   %s\n",
-		st.Backend, st.Armed, st.State, listOrNone(st.Tunnels), listOrNone(report.Servers), report.Check)
+	fmt.Fprintf(w, "backend: %s (VPNFW_BACKEND=%s)\narmed:   %v\nstate:   %s\ntunnels: %s\nservers: %s\ncheck:   %s\n",
+		st.Backend, cfg.Backend, st.Armed, st.State, listOrNone(st.Tunnels), listOrNone(report.Servers), report.Check)
 	fmt.Fprintln(w, "rules (packets bytes verdict family purpose):")
 	for _, c := range st.Rules {
 		fmt.Fprintf(w, "  %8d %10d %-7s %s %s\n", c.Packets, c.Bytes, c.Verdict, c.Family, c.Purpose)

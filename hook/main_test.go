@@ -521,7 +521,7 @@ func TestStatusAndCheck(t *testing.T) {
 	}
 
 	h.expect(0, "--config", h.cfgPath, "status")
-	for _, want := range []string{"backend: fake", "state:   connected", "tunnels: tun0", "servers: 192.0.2.10/32 2001:db8::10/128", "check:   ok", "fail closed: reject everything else"} {
+	for _, want := range []string{"backend: fake (VPNFW_BACKEND=auto)", "state:   connected", "tunnels: tun0", "servers: 192.0.2.10/32 2001:db8::10/128", "check:   ok", "fail closed: reject everything else"} {
 		if !strings.Contains(h.stdout.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, h.stdout)
 		}
@@ -534,17 +534,18 @@ func TestStatusAndCheck(t *testing.T) {
 	}
 	h.expect(0, "--config", h.cfgPath, "status", "--json")
 	var report struct {
-		Backend string   `json:"backend"`
-		State   string   `json:"state"`
-		Tunnels []string `json:"tunnels"`
-		Servers []string `json:"servers"`
-		Check   string   `json:"check"`
-		Rules   []rules.Counter
+		Backend    string   `json:"backend"`
+		Configured string   `json:"configured_backend"`
+		State      string   `json:"state"`
+		Tunnels    []string `json:"tunnels"`
+		Servers    []string `json:"servers"`
+		Check      string   `json:"check"`
+		Rules      []rules.Counter
 	}
 	if err := json.Unmarshal(h.stdout.Bytes(), &report); err != nil {
 		t.Fatalf("status --json: %v: %s", err, h.stdout)
 	}
-	if report.Backend != "fake" || report.State != "connected" || !slices.Equal(report.Tunnels, []string{"tun0"}) ||
+	if report.Backend != "fake" || report.Configured != "auto" || report.State != "connected" || !slices.Equal(report.Tunnels, []string{"tun0"}) ||
 		!slices.Equal(report.Servers, []string{"192.0.2.10/32", "2001:db8::10/128"}) ||
 		!strings.Contains(report.Check, "OUTPUT policy is ACCEPT") || len(report.Rules) != 1 || report.Rules[0].Packets != 7 {
 		t.Errorf("status --json: %+v", report)
