@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpnfw/vpnfw/rules"
@@ -48,13 +49,34 @@ type Backend struct {
 
 // New returns the backend for this network namespace.
 func New() *Backend {
-	return NewWithConn(func() (Conn, error) {
-		c, err := gnft.New()
-		if err != nil {
-			return nil, err
+	return NewWithConn(func() (Conn, error) { return dial() })
+}
+
+// dial opens a connection whose sockets can send a whole batch: thousands
+// of addresses make a batch larger than the default socket send buffer,
+// which the kernel refuses with EMSGSIZE.
+func dial(opts ...gnft.ConnOption) (*gnft.Conn, error) {
+	return gnft.New(append(opts, gnft.WithSockOptions(largeSendBuffer))...)
+}
+
+// sendBuffer is the send buffer a batch may fill, as nft raises its own:
+// a table with 100,000 addresses fits.
+const sendBuffer = 32 << 20
+
+// largeSendBuffer raises the socket's send buffer, beyond the system's
+// limit where it has the privilege to (SO_SNDBUFFORCE). It never fails:
+// without it the kernel refuses only the batches that are too large.
+func largeSendBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
 		}
-		return c, nil
 	})
+	return nil
 }
 
 // NewWithConn returns a backend that talks through the connections newConn
@@ -133,11 +155,14 @@ func readTable(c Conn) (*table, error) {
 		if gc.Table == nil || gc.Table.Name != TableName {
 			continue
 		}
-		ch := &chain{name: gc.Name, hook: gc.Hooknum}
+		ch := &chain{name: gc.Name, hook: gc.Hooknum, typ: gc.Type}
 		if gc.Hooknum != nil {
 			ch.policy = gnft.ChainPolicyAccept
 			if gc.Policy != nil {
 				ch.policy = *gc.Policy
+			}
+			if gc.Priority != nil {
+				ch.priority = *gc.Priority
 			}
 		}
 		grs, err := c.GetRules(tref, gc)
@@ -223,17 +248,49 @@ func queueTunnels(c Conn, tref *gnft.Table, live, want *set) (bool, error) {
 	}
 	// New tunnels first: within the batch order does not matter, but the
 	// batch reads in the order of its intent.
-	if len(add) > 0 {
-		if err := c.SetAddElements(gs, add); err != nil {
-			return false, err
+	for _, p := range chunks(add) {
+		if len(p) > 0 {
+			if err := c.SetAddElements(gs, p); err != nil {
+				return false, err
+			}
 		}
 	}
-	if len(del) > 0 {
-		if err := c.SetDeleteElements(gs, del); err != nil {
-			return false, err
+	for _, p := range chunks(del) {
+		if len(p) > 0 {
+			if err := c.SetDeleteElements(gs, p); err != nil {
+				return false, err
+			}
 		}
 	}
 	return len(add)+len(del) > 0, nil
+}
+
+// maxListBytes is the most a message's element list may take.
+// google/nftables v0.3.0 puts the list in one netlink attribute, whose
+// 16-bit length silently wraps beyond 64 KiB: the kernel then reads a
+// truncated list, and the rest of it as garbage.
+const maxListBytes = 1<<16 - 1 - 4
+
+// chunks splits elements into runs whose lists fit one message each; it
+// returns one run, maybe empty, at least.
+func chunks(elems []gnft.SetElement) [][]gnft.SetElement {
+	out := [][]gnft.SetElement{nil}
+	size := 0
+	for _, e := range elems {
+		// The element's, its key's and the key value's attribute headers,
+		// the key padded to 4 bytes, and the flags of an interval's end.
+		n := 12 + (len(e.Key)+3)&^3
+		if e.IntervalEnd {
+			n += 8
+		}
+		if size+n > maxListBytes {
+			out = append(out, nil)
+			size = 0
+		}
+		out[len(out)-1] = append(out[len(out)-1], e)
+		size += n
+	}
+	return out
 }
 
 // queueTable queues the replacement of the whole table.
@@ -247,8 +304,14 @@ func queueTable(c Conn, tref *gnft.Table, t *table) error {
 		// The byte order is only a hint for nft, which lists interface
 		// names as empty strings without it: they are host-endian to it.
 		gs := &gnft.Set{Table: tref, Name: s.name, KeyType: s.keyType, Interval: s.interval, KeyByteOrder: binaryutil.NativeEndian}
-		if err := c.AddSet(gs, s.elems); err != nil {
+		parts := chunks(s.elems)
+		if err := c.AddSet(gs, parts[0]); err != nil {
 			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+		for _, p := range parts[1:] {
+			if err := c.SetAddElements(gs, p); err != nil {
+				return fmt.Errorf("set %s: %w", s.name, err)
+			}
 		}
 		ids[s.name] = gs
 	}
@@ -256,8 +319,8 @@ func queueTable(c Conn, tref *gnft.Table, t *table) error {
 	for _, ch := range t.chains {
 		gc := &gnft.Chain{Name: ch.name, Table: tref}
 		if ch.hook != nil {
-			policy := ch.policy
-			gc.Hooknum, gc.Priority, gc.Type, gc.Policy = ch.hook, gnft.ChainPriorityFilter, gnft.ChainTypeFilter, &policy
+			policy, priority := ch.policy, ch.priority
+			gc.Hooknum, gc.Priority, gc.Type, gc.Policy = ch.hook, &priority, ch.typ, &policy
 		}
 		chains[ch.name] = c.AddChain(gc)
 	}
@@ -277,6 +340,10 @@ func queueTable(c Conn, tref *gnft.Table, t *table) error {
 				} else {
 					if len(anon) == 0 {
 						return fmt.Errorf("chain %s: rule %q looks up a set it does not have", ch.name, r.comment)
+					}
+					if len(chunks(anon[0].elems)) > 1 {
+						// A constant set cannot be filled by later messages.
+						return fmt.Errorf("chain %s: rule %q: %d elements are too many for one anonymous set", ch.name, r.comment, len(anon[0].elems))
 					}
 					gs := &gnft.Set{Table: tref, Anonymous: true, Constant: true, KeyType: anon[0].keyType, Concatenation: anon[0].concat}
 					if err := c.AddSet(gs, anon[0].elems); err != nil {
@@ -360,8 +427,8 @@ func armed(t *table) error {
 	for _, h := range rules.Hooks {
 		i := slices.IndexFunc(t.chains, func(c *chain) bool { return c.name == h.String() })
 		switch {
-		case i < 0 || t.chains[i].hook == nil || *t.chains[i].hook != *hookNums[h]:
-			return fmt.Errorf("table inet %s has no %s base chain", TableName, h)
+		case i < 0 || t.chains[i].hook == nil || *t.chains[i].hook != *hookNums[h] || t.chains[i].typ != gnft.ChainTypeFilter:
+			return fmt.Errorf("table inet %s has no %s filter base chain", TableName, h)
 		case t.chains[i].policy != gnft.ChainPolicyDrop:
 			return fmt.Errorf("the policy of chain %s is not drop", h)
 		}

@@ -68,6 +68,10 @@ type set struct {
 type chain struct {
 	name string
 	hook *gnft.ChainHook // nil for a regular chain
+	// type and priority of a base chain; ours are filter chains at the
+	// filter priority.
+	typ      gnft.ChainType
+	priority gnft.ChainPriority
 	// policy of a base chain; ours is always drop.
 	policy gnft.ChainPolicy
 	rules  []*rule
@@ -101,7 +105,7 @@ func build(rs *rules.Ruleset) (*table, error) {
 	}
 	t.sets = append(t.sets, tunnels)
 	for _, h := range rules.Hooks {
-		base := &chain{name: h.String(), hook: hookNums[h], policy: gnft.ChainPolicyDrop}
+		base := &chain{name: h.String(), hook: hookNums[h], typ: gnft.ChainTypeFilter, priority: *gnft.ChainPriorityFilter, policy: gnft.ChainPolicyDrop}
 		t.chains = append(t.chains, base)
 		for _, tb := range rs.Tables {
 			fam := tb.Family

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -73,9 +74,13 @@ func (t *table) lines(elements bool) []string {
 		if c.hook != nil {
 			policy := "drop"
 			if c.policy != gnft.ChainPolicyDrop {
-				policy = fmt.Sprintf("policy %d", c.policy)
+				policy = strconv.Itoa(int(c.policy))
 			}
-			out = append(out, fmt.Sprintf("chain %s { type filter hook %s priority filter; policy %s; }", c.name, hookName(*c.hook), policy))
+			priority := "filter"
+			if c.priority != *gnft.ChainPriorityFilter {
+				priority = strconv.Itoa(int(c.priority))
+			}
+			out = append(out, fmt.Sprintf("chain %s { type %s hook %s priority %s; policy %s; }", c.name, c.typ, hookName(*c.hook), priority, policy))
 		} else {
 			out = append(out, fmt.Sprintf("chain %s {}", c.name))
 		}
@@ -97,37 +102,75 @@ func hookName(h gnft.ChainHook) string {
 
 // ruleText renders the expressions of one rule. Registers are tracked by
 // 32-bit slot, so a value loaded into one and compared from another does
-// not print as a match.
+// not print as a match. A load prints through what reads it; a load that
+// nothing reads, or that a later load overwrites before it is read, still
+// changes the rule (a load can end the rule's evaluation) and prints with
+// all its fields, and overwriting part of a value unnames it.
 func (t *table) ruleText(r *rule) string {
-	regs := map[uint32]string{}
+	type value struct {
+		name  string
+		slots uint32
+		read  bool
+		load  expr.Any
+	}
+	regs := map[uint32]*value{}
 	var words []string
 	anon := r.anon
+	unread := func(v *value) {
+		if !v.read {
+			words = append(words, fmt.Sprintf("%T%+v", v.load, v.load))
+		}
+	}
+	load := func(reg, size uint32, name string, e expr.Any) {
+		at, n := slot(reg), max((size+3)/4, 1)
+		var over []uint32
+		for s, v := range regs {
+			if s < at+n && at < s+v.slots {
+				over = append(over, s)
+			}
+		}
+		slices.Sort(over)
+		for _, s := range over {
+			unread(regs[s])
+			delete(regs, s)
+		}
+		regs[at] = &value{name: name, slots: n, load: e}
+	}
+	lookupName := func(reg uint32) (string, bool) {
+		v, ok := regs[slot(reg)]
+		if !ok {
+			return "", false
+		}
+		v.read = true
+		return v.name, true
+	}
 	for _, e := range r.exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
 			if name, ok := metaNames[e.Key]; ok && !e.SourceRegister {
-				regs[slot(e.Register)] = name
+				load(e.Register, metaLen[e.Key], name, e)
 				continue
 			}
 		case *expr.Payload:
 			if name, ok := payloadName(e); ok {
-				regs[slot(e.DestRegister)] = name
+				load(e.DestRegister, e.Len, name, e)
 				continue
 			}
 		case *expr.Ct:
 			if name, ok := ctName(e); ok {
-				regs[slot(e.Register)] = name
+				load(e.Register, ctLen[e.Key], name, e)
 				continue
 			}
 		case *expr.Bitwise:
-			if regs[slot(e.SourceRegister)] == "ct state" && e.DestRegister == e.SourceRegister && e.Len == 4 &&
+			if v := regs[slot(e.SourceRegister)]; v != nil && v.name == "ct state" && e.DestRegister == e.SourceRegister && e.Len == 4 &&
 				bytes.Equal(e.Mask, binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)) &&
 				bytes.Equal(e.Xor, make([]byte, 4)) {
-				regs[slot(e.DestRegister)] = "ct state established,related"
+				v.read = true
+				load(e.DestRegister, e.Len, "ct state established,related", e)
 				continue
 			}
 		case *expr.Cmp:
-			name, ok := regs[slot(e.Register)]
+			name, ok := lookupName(e.Register)
 			if !ok {
 				break
 			}
@@ -154,7 +197,7 @@ func (t *table) ruleText(r *rule) string {
 			parts := len(gnft.ConcatSetTypeElements(s.keyType))
 			var keys []string
 			for i := range parts {
-				k, ok := regs[slot(e.SourceRegister)+uint32(i)]
+				k, ok := lookupName(slot(e.SourceRegister) + uint32(i))
 				if !ok {
 					k = fmt.Sprintf("reg%d", slot(e.SourceRegister)+uint32(i))
 				}
@@ -198,6 +241,9 @@ func (t *table) ruleText(r *rule) string {
 		// Not a form this backend writes: print every field.
 		words = append(words, fmt.Sprintf("%T%+v", e, e))
 	}
+	for _, s := range slices.Sorted(maps.Keys(regs)) {
+		unread(regs[s])
+	}
 	return strings.Join(words, " ")
 }
 
@@ -208,6 +254,14 @@ func slot(reg uint32) uint32 {
 	}
 	return reg
 }
+
+// metaLen and ctLen are the sizes of the values the named loads write.
+var metaLen = map[expr.MetaKey]uint32{
+	expr.MetaKeyNFPROTO: 1, expr.MetaKeyIIFNAME: unix.IFNAMSIZ, expr.MetaKeyOIFNAME: unix.IFNAMSIZ,
+	expr.MetaKeyL4PROTO: 1, expr.MetaKeyMARK: 4, expr.MetaKeySKUID: 4,
+}
+
+var ctLen = map[expr.CtKey]uint32{expr.CtKeySTATE: 4, expr.CtKeyDIRECTION: 1}
 
 var metaNames = map[expr.MetaKey]string{
 	expr.MetaKeyNFPROTO: "meta nfproto",
