@@ -399,7 +399,7 @@ func (a *app) liveState(ctx context.Context) (*rules.Config, rules.Backend, *rul
 	}
 	for _, d := range tunnels {
 		if !cfg.AllowsDevice(d) {
-			return cfg, be, nil, fmt.Errorf("the live ruleset allows tunnel %s, which VPNFW_TUN_DEVICES does not; run vpnfw-hook down --dev %s", d, d)
+			return cfg, be, nil, fmt.Errorf("the live ruleset allows tunnel %s, which VPNFW_TUN_DEVICES does not; run vpnfw-hook baseline (or the next up or down drops it)", d)
 		}
 	}
 	return cfg, be, rules.Policy(cfg, tunnels), nil

@@ -1,10 +1,13 @@
 package kerneltest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -13,37 +16,48 @@ import (
 	"github.com/vpnfw/vpnfw/rules/netnstest"
 )
 
-// TestKernel runs every scenario on both iptables flavours, each in its own
-// fresh pair of namespaces.
+// TestKernel runs every scenario on each flavour (both iptables flavours and
+// nftables), each in its own fresh pair of namespaces; the scenarios about
+// nftables alone (other firewalls beside its table, a batch the kernel
+// refuses) run on the nftables flavour only.
 func TestKernel(t *testing.T) {
 	netnstest.RequireRoot(t)
 	netnstest.RequireTools(t, tools...)
 	hookBinary(t)
 	scenarios := []struct {
-		name string
-		run  func(*testing.T, flavour)
+		name    string
+		run     func(*testing.T, flavour)
+		nftOnly bool
 	}{
-		{"BlockedMark", testBlockedMark},
-		{"BlockedUser", testBlockedUser},
-		{"BlockedMarkAndUser", testBlockedMarkAndUser},
-		{"Tunnels", testTunnels},
-		{"TunnelDeathNoLeak", testTunnelDeath},
-		{"NoInjectionOnPhysicalLink", testInjection},
-		{"Idempotent", testIdempotent},
-		{"ForeignRulesSurvive", testForeignRules},
-		{"Check", testCheck},
-		{"OpenVPNHookMode", testOpenVPNHook},
-		{"ConcurrentHooks", testConcurrentHooks},
-		{"Disarm", testDisarm},
-		{"IPv6Tunnel", testIPv6Tunnel},
-		{"BootLockdown", testBootLockdown},
-		{"PPTP", testPPTP},
-		{"PPPHooks", testPPPHooks},
+		{"BlockedMark", testBlockedMark, false},
+		{"BlockedUser", testBlockedUser, false},
+		{"BlockedMarkAndUser", testBlockedMarkAndUser, false},
+		{"Tunnels", testTunnels, false},
+		{"TunnelDeathNoLeak", testTunnelDeath, false},
+		{"NoInjectionOnPhysicalLink", testInjection, false},
+		{"Idempotent", testIdempotent, false},
+		{"ForeignRulesSurvive", testForeignRules, false},
+		{"Check", testCheck, false},
+		{"OpenVPNHookMode", testOpenVPNHook, false},
+		{"ConcurrentHooks", testConcurrentHooks, false},
+		{"Disarm", testDisarm, false},
+		{"IPv6Tunnel", testIPv6Tunnel, false},
+		{"BootLockdown", testBootLockdown, false},
+		{"PPTP", testPPTP, false},
+		{"PPPHooks", testPPPHooks, false},
+		{"SwitchBackends", testSwitchBackends, false},
+		{"OtherFirewallsAccept", testOtherFirewalls, true},
+		{"RulesetFlushed", testRulesetFlushed, true},
+		{"DormantTable", testDormantTable, true},
+		{"RefusedBatchChangesNothing", testRefusedBatch, true},
 	}
 	for _, fl := range flavours {
 		t.Run(fl.name, func(t *testing.T) {
 			t.Parallel()
 			for _, sc := range scenarios {
+				if sc.nftOnly && !fl.nft {
+					continue
+				}
 				t.Run(sc.name, func(t *testing.T) {
 					t.Parallel()
 					sc.run(t, fl)
@@ -202,20 +216,23 @@ func testTunnels(t *testing.T, fl flavour) {
 	tp.wantZero("tun1-all", "phys-all")
 }
 
-// wantStatus checks `status --json`: the state and the allowed tunnels.
+// wantStatus checks `status --json`: the state and the allowed tunnels, the
+// backend, and VPNFW_BACKEND as configured beside it.
 func (tp *topo) wantStatus(state string, tunnels ...string) {
 	tp.t.Helper()
 	r := tp.hook("status", "--json")
 	var st struct {
 		Backend, State, Check string
+		Configured            string `json:"configured_backend"`
 		Armed                 bool
 		Tunnels               []string
 	}
 	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &st) != nil {
 		tp.t.Fatalf("status --json: %s", r)
 	}
-	if st.State != state || !slices.Equal(st.Tunnels, tunnels) || !st.Armed || st.Check != "ok" || st.Backend != "iptables ("+tp.fl.name+")" {
-		tp.t.Fatalf("status: want %s with tunnels %v, armed, check ok: %s", state, tunnels, r.Stdout)
+	configured := cmp.Or(tp.fl.backend, "auto")
+	if st.State != state || !slices.Equal(st.Tunnels, tunnels) || !st.Armed || st.Check != "ok" || st.Backend != tp.fl.shows || st.Configured != configured {
+		tp.t.Fatalf("status: want %s with tunnels %v, armed, check ok, backend %s (VPNFW_BACKEND=%s): %s", state, tunnels, tp.fl.shows, configured, r.Stdout)
 	}
 }
 
@@ -421,8 +438,51 @@ func lineDiff(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// testForeignRules: other software's chains and rules survive every state
-// change; ours only go first.
+// foreignNFT is another tool's nftables table: a named set and a base chain
+// after ours that drops one address.
+const foreignNFT = `table inet foreign {
+	set blocked {
+		type ipv4_addr
+		elements = { 203.0.113.99 }
+	}
+
+	chain out {
+		type filter hook output priority 10; policy accept;
+		ip daddr @blocked counter drop
+	}
+}
+`
+
+// addForeignNFT loads foreignNFT in the host and returns it as nft lists it.
+func (tp *topo) addForeignNFT() string {
+	tp.t.Helper()
+	if r := tp.nftFile(foreignNFT); r.Code != 0 {
+		tp.t.Fatalf("setup: nft -f: %s", r)
+	}
+	listed := nftTable(tp.nftRuleset(), "inet foreign")
+	if listed == "" {
+		tp.t.Fatalf("setup: table inet foreign not listed:\n%s", tp.nftRuleset())
+	}
+	return listed
+}
+
+// nftFile runs `nft -f` on text, as a tool that loads its ruleset does.
+func (tp *topo) nftFile(text string) netnstest.Result {
+	tp.t.Helper()
+	f, err := os.CreateTemp(tp.t.TempDir(), "*.nft")
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		tp.t.Fatal(err)
+	}
+	f.Close()
+	return tp.host.Run("nft", "-f", f.Name())
+}
+
+// testForeignRules: other software's chains, rules and tables survive every
+// state change; ours only go first (iptables), or are only our own table
+// (nftables). Only the chosen backend gets rules.
 func testForeignRules(t *testing.T, fl flavour) {
 	tp := newTopo(t, fl, "VPNFW_SERVERS="+serverIP, "VPNFW_VPN_MARK="+vpnMark)
 	tp.addTunnel(0)
@@ -441,34 +501,142 @@ func testForeignRules(t *testing.T, fl flavour) {
 		":FOREIGN6 - [0:0]",
 		"-A OUTPUT -d 2001:db8:99::1/128 -j FOREIGN6",
 	}
-	before := tp.ruleset()
+	foreignTable := tp.addForeignNFT()
+	before := tp.iptSave()
 	for _, f := range foreign {
 		if !strings.Contains(before, f+"\n") {
 			t.Fatalf("setup: %q not in\n%s", f, before)
 		}
 	}
+	nftBefore := tp.nftRuleset()
 	for _, step := range [][]string{{"baseline"}, {"up", "--dev", "tun0"}, {"down", "--dev", "tun0"}, {"baseline"}} {
 		tp.apply(step...)
-		after := tp.ruleset()
+		after := tp.iptSave()
 		for _, f := range foreign {
 			if !strings.Contains(after, f+"\n") {
 				t.Errorf("after %s the foreign rule %q is gone:\n%s", strings.Join(step, " "), f, after)
 			}
 		}
-		for _, chain := range []string{"INPUT", "OUTPUT", "FORWARD"} {
-			lines := strings.Split(tp.ipt("-S", chain), "\n")
-			if len(lines) < 2 || !strings.Contains(lines[1], "-j VPNFW-"+chain) {
-				t.Errorf("after %s our jump is not the first rule of %s: %v", strings.Join(step, " "), chain, lines)
+		nftAfter := tp.nftRuleset()
+		if got := nftTable(nftAfter, "inet foreign"); got != foreignTable {
+			t.Errorf("after %s the foreign nftables table changed:\n%s", strings.Join(step, " "), lineDiff(foreignTable, got))
+		}
+		if !fl.nft {
+			for _, chain := range []string{"INPUT", "OUTPUT", "FORWARD"} {
+				lines := strings.Split(tp.ipt("-S", chain), "\n")
+				if len(lines) < 2 || !strings.Contains(lines[1], "-j VPNFW-"+chain) {
+					t.Errorf("after %s our jump is not the first rule of %s: %v", strings.Join(step, " "), chain, lines)
+				}
 			}
+			continue
+		}
+		// nftables: our table is all that changed, iptables-nft's tables
+		// included, and no iptables chain of ours appeared.
+		ours := nftTable(nftAfter, "inet vpnfw")
+		if ours == "" {
+			t.Fatalf("after %s there is no table inet vpnfw:\n%s", strings.Join(step, " "), nftAfter)
+		}
+		wantSame(t, "after "+strings.Join(step, " ")+", everything but table inet vpnfw", nftBefore, strings.Replace(nftAfter, ours, "", 1))
+		if strings.Contains(after, "VPNFW") {
+			t.Errorf("after %s the nftables backend left iptables chains:\n%s", strings.Join(step, " "), after)
 		}
 	}
-	if fl.name == "legacy" {
+	switch {
+	case fl.name == "legacy":
 		// One flavour only: two firewalls that disagree are worse than one.
 		for _, tool := range []string{"iptables-nft-save", "ip6tables-nft-save"} {
 			if out := tp.host.MustRun(tool); strings.Contains(out, "VPNFW") {
 				t.Errorf("legacy host got nf_tables rules too (%s):\n%s", tool, out)
 			}
 		}
+	case fl.nft:
+		// Finding out whether iptables holds rules of ours must not load the
+		// legacy tables: iptables-nft would warn about them forever after.
+		for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {
+			if out := tp.host.MustRun("cat", f); strings.TrimSpace(out) != "" {
+				t.Errorf("the nftables backend loaded legacy iptables tables (%s: %s)", f, out)
+			}
+		}
+	}
+	if !fl.nft && tp.hasNFTable() {
+		t.Errorf("the iptables backend left a table inet vpnfw:\n%s", tp.nftRuleset())
+	}
+}
+
+// tamper is a change another tool or an administrator makes to the live
+// rules; says is what check must name about it ("" for any failure).
+type tamper struct {
+	what, says string
+	do         func()
+}
+
+// tampers are the weakenings of the flavour's rules check must catch.
+func (tp *topo) tampers() []tamper {
+	ipt := func(args ...string) tamper {
+		return tamper{"iptables " + strings.Join(args, " "), "", func() { tp.ipt(args...) }}
+	}
+	nft := func(says string, args ...string) tamper {
+		return tamper{"nft " + strings.Join(args, " "), says, func() { tp.nft(args...) }}
+	}
+	if !tp.fl.nft {
+		return []tamper{
+			ipt("-F"),
+			ipt("-P", "OUTPUT", "ACCEPT"),
+			ipt("-6", "-P", "INPUT", "ACCEPT"),
+			ipt("-I", "OUTPUT", "-j", "ACCEPT"),
+			ipt("-I", "VPNFW-OUTPUT", "-j", "ACCEPT"),
+			ipt("-D", "VPNFW-INPUT", "-m", "comment", "--comment", "vpnfw: fail closed: drop everything else", "-j", "DROP"),
+			ipt("-6", "-F", "VPNFW-OUTPUT"),
+			// A table of ours the nftables backend left: two firewalls.
+			nft("rules of vpnfw remain in "+nftShows, "add", "table", "inet", "vpnfw"),
+		}
+	}
+	missing := "table inet vpnfw is missing"
+	return []tamper{
+		nft(missing, "flush", "ruleset"),
+		nft(missing, "delete", "table", "inet", "vpnfw"),
+		nft("policy of chain output is not drop", "chain", "inet", "vpnfw", "output", "{ policy accept; }"),
+		nft("no forward", "flush chain inet vpnfw forward; delete chain inet vpnfw forward"),
+		nft("", "insert", "rule", "inet", "vpnfw", "output", "accept"),
+		nft("", "insert", "rule", "inet", "vpnfw", "output_v4", "accept"),
+		{"nft delete rule inet vpnfw input_v4 handle (fail closed: drop everything else)", "fail closed: drop everything else", func() {
+			tp.nft("delete", "rule", "inet", "vpnfw", "input_v4", "handle", tp.nftHandle("input_v4", "fail closed: drop everything else"))
+		}},
+		nft("", "flush", "chain", "inet", "vpnfw", "output_v6"),
+		nft("", "add", "element", "inet", "vpnfw", "servers_v4", "{ 203.0.113.0/24 }"),
+		nft("", "add", "chain", "inet", "vpnfw", "extra"),
+		// A tunnel name VPNFW_TUN_DEVICES does not allow: the physical link.
+		nft("eth0", "add", "element", "inet", "vpnfw", "tunnels", `{ "eth0" }`),
+		// A chain of ours the iptables backend left: two firewalls.
+		{"iptables-nft -N VPNFW-OUTPUT", "rules of vpnfw remain in iptables (nf_tables)", func() { tp.ipt("-N", "VPNFW-OUTPUT") }},
+	}
+}
+
+var nftHandleRE = regexp.MustCompile(`comment "vpnfw: ([^"]*)" # handle (\d+)`)
+
+// nftHandle is the handle of the rule of ours with this purpose in chain.
+func (tp *topo) nftHandle(chain, purpose string) string {
+	tp.t.Helper()
+	out := tp.nft("-a", "list", "chain", "inet", "vpnfw", chain)
+	for _, m := range nftHandleRE.FindAllStringSubmatch(out, -1) {
+		if m[1] == purpose {
+			return m[2]
+		}
+	}
+	tp.t.Fatalf("no rule %q in chain %s:\n%s", purpose, chain, out)
+	return ""
+}
+
+// wantCheckSays runs `check`, wants it to fail, and its message to name
+// says.
+func (tp *topo) wantCheckSays(says string) {
+	tp.t.Helper()
+	r := tp.hook("check")
+	if r.Code != 1 {
+		tp.t.Fatalf("check: want exit 1: %s", r)
+	}
+	if !strings.Contains(r.Stderr, says) {
+		tp.t.Errorf("check does not say %q: %s", says, r.Stderr)
 	}
 }
 
@@ -479,22 +647,28 @@ func testCheck(t *testing.T, fl flavour) {
 	tp.addTunnel(0)
 	tp.wantCheck(1) // nothing applied yet
 	tp.apply("baseline")
-	for _, weaken := range [][]string{
-		{"-F"},
-		{"-P", "OUTPUT", "ACCEPT"},
-		{"-6", "-P", "INPUT", "ACCEPT"},
-		{"-I", "OUTPUT", "-j", "ACCEPT"},
-		{"-I", "VPNFW-OUTPUT", "-j", "ACCEPT"},
-		{"-D", "VPNFW-INPUT", "-m", "comment", "--comment", "vpnfw: fail closed: drop everything else", "-j", "DROP"},
-		{"-6", "-F", "VPNFW-OUTPUT"},
-	} {
-		t.Logf("someone runs iptables %s", strings.Join(weaken, " "))
-		tp.ipt(weaken...)
-		tp.wantCheck(1)
+	for _, tm := range tp.tampers() {
+		t.Logf("someone runs %s", tm.what)
+		tm.do()
+		tp.wantCheckSays(tm.says)
 		tp.apply("baseline")
 	}
+	// The physical link in the tunnel set is a real leak, not a cosmetic
+	// difference: check's failure above is the only warning there is.
+	if fl.nft {
+		tp.zero()
+		tp.nft("add", "element", "inet", "vpnfw", "tunnels", `{ "eth0" }`)
+		tp.pass("udp", serverIP+":5000")
+		tp.wantSome("phys-all")
+		tp.apply("baseline")
+		tp.rejected("udp", serverIP+":5000")
+	}
 	tp.apply("up", "--dev", "tun0")
-	tp.ipt("-F")
+	if fl.nft {
+		tp.nft("flush", "ruleset")
+	} else {
+		tp.ipt("-F")
+	}
 	tp.wantCheck(1)
 	// The kernel is the only record of the tunnels: after a flush, baseline
 	// is the state to go back to, and the VPN's next up reopens tun0.
@@ -657,6 +831,7 @@ func testDisarm(t *testing.T, fl flavour) {
 	tp.addTunnel(0)
 	tp.ipt("-N", "FOREIGN")
 	tp.ipt("-A", "OUTPUT", "-d", "203.0.113.99/32", "-j", "FOREIGN")
+	foreignTable := tp.addForeignNFT()
 	tp.apply("baseline")
 	tp.apply("up", "--dev", "tun0")
 	if r := tp.hook("disarm"); r.Code != 2 {
@@ -666,12 +841,15 @@ func testDisarm(t *testing.T, fl flavour) {
 	if r := tp.hook("disarm", "--yes"); r.Code != 0 {
 		t.Fatalf("disarm --yes: %s", r)
 	}
-	rs := tp.ruleset()
-	if strings.Contains(rs, "VPNFW") || strings.Contains(rs, "vpnfw") || strings.Contains(rs, " DROP [") {
+	rs, ipt := tp.ruleset(), tp.iptSave()
+	if strings.Contains(rs, "VPNFW") || strings.Contains(rs, "vpnfw") || strings.Contains(ipt, " DROP [") {
 		t.Errorf("vpnfw's rules or DROP policies are left after disarm:\n%s", rs)
 	}
-	if !strings.Contains(rs, "-A OUTPUT -d 203.0.113.99/32 -j FOREIGN\n") {
-		t.Errorf("disarm removed a foreign rule:\n%s", rs)
+	if !strings.Contains(ipt, "-A OUTPUT -d 203.0.113.99/32 -j FOREIGN\n") {
+		t.Errorf("disarm removed a foreign rule:\n%s", ipt)
+	}
+	if got := nftTable(tp.nftRuleset(), "inet foreign"); got != foreignTable {
+		t.Errorf("disarm changed the foreign nftables table:\n%s", lineDiff(foreignTable, got))
 	}
 	tp.wantCheck(1)
 	tp.pass("udp", server1194)

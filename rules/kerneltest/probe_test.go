@@ -47,7 +47,7 @@ func (r probeResult) String() string {
 // probeMain is the helper's main: probe MODE [flags].
 func probeMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "probe: expected a mode: udp, tcp, ping, stream or serve")
+		fmt.Fprintln(os.Stderr, "probe: expected a mode: udp, tcp, ping, gre, stream, udpflow, inject, flood or serve")
 		return 2
 	}
 	mode := args[0]
@@ -62,6 +62,7 @@ func probeMain(args []string) int {
 	tcpPorts := fs.String("tcp", "443,1194,1723,8080", "serve: TCP echo ports")
 	greServer := fs.String("gre", "", "serve: answer PPTP-style GRE sent to this IPv4 address")
 	greDecoy := fs.String("gre-decoy", "", "serve: first send GRE from this other address, which is no server")
+	every := fs.Duration("every", time.Millisecond, "flood: send a round this often")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -96,6 +97,8 @@ func probeMain(args []string) int {
 		r = udpFlow(dialer, *to, *timeout, *after)
 	case "inject":
 		r = inject(*to, *timeout)
+	case "flood":
+		r = flood(*to, *every)
 	case "serve":
 		if *greServer != "" {
 			if err := serveGRE(*greServer, *greDecoy); err != nil {
@@ -524,4 +527,64 @@ func serveGRE(server, decoy string) error {
 		}
 	}()
 	return nil
+}
+
+// flood sends a UDP datagram to each destination of `to` (comma-separated
+// host:port) every `every`, whatever the sends return, prints "sending"
+// after the first round, and when a line arrives on stdin (or after a
+// minute) prints its result: Before counts the rounds, After the datagrams
+// the kernel took. Its sockets are unconnected: a connected UDP socket
+// reports the ICMP error of an earlier send instead of sending, which would
+// leave gaps in the stream.
+func flood(to string, every time.Duration) probeResult {
+	type dest struct {
+		pc   net.PacketConn
+		addr *net.UDPAddr
+	}
+	var dests []dest
+	for _, a := range strings.Split(to, ",") {
+		addr, err := net.ResolveUDPAddr("udp", a)
+		if err != nil {
+			return fail("dial", err)
+		}
+		network := "udp4"
+		if addr.IP.To4() == nil {
+			network = "udp6"
+		}
+		pc, err := net.ListenPacket(network, "")
+		if err != nil {
+			return fail("dial", err)
+		}
+		defer pc.Close()
+		dests = append(dests, dest{pc, addr})
+	}
+	signal := make(chan struct{})
+	go func() {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		close(signal)
+	}()
+	var r probeResult
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for {
+		for _, d := range dests {
+			if _, err := d.pc.WriteTo([]byte(payload), d.addr); err == nil {
+				r.After++
+			} else if r.Err == "" {
+				r.Stage, r.Err = "write", err.Error()
+			}
+		}
+		if r.Before++; r.Before == 1 {
+			fmt.Println("sending")
+		}
+		select {
+		case <-signal:
+			r.OK = true
+			return r
+		case <-deadline:
+			return r
+		case <-tick.C:
+		}
+	}
 }

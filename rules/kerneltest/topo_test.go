@@ -3,9 +3,9 @@ package kerneltest
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,19 +40,51 @@ const (
 	vpnUID   = "4242"
 )
 
-// flavour is one iptables flavour and its tools.
+// flavour is a backend the scenarios run on: one of the iptables flavours,
+// or the nftables table.
 type flavour struct {
-	name                   string // as the backend names it: iptables (NAME)
+	name string // of the subtest
+	// backend is VPNFW_BACKEND in the scenarios' configurations; "" leaves
+	// it out, so the default, auto, picks.
+	backend string
+	// shows is the backend as logs, check and status name it.
+	shows string
+	// nft: vpnfw's rules are its nftables table, not iptables chains.
+	nft bool
+	// The iptables tools: for an iptables flavour those that hold vpnfw's
+	// chains; for nftables those other software's rules are made with
+	// (iptables-nft, as on a current Debian or Ubuntu host).
 	ipt, ip6t, save, save6 string
 }
 
-var flavours = []flavour{
-	{"nf_tables", "iptables-nft", "ip6tables-nft", "iptables-nft-save", "ip6tables-nft-save"},
-	{"legacy", "iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "ip6tables-legacy-save"},
+// nftShows is how the nftables backend names itself; auto picks it on
+// every kernel these tests run on, since they need nftables anyway.
+const nftShows = "nftables (table inet vpnfw)"
+
+var (
+	nfTablesFlavour = flavour{"nf_tables", "iptables", "iptables (nf_tables)", false,
+		"iptables-nft", "ip6tables-nft", "iptables-nft-save", "ip6tables-nft-save"}
+	legacyFlavour = flavour{"legacy", "iptables", "iptables (legacy)", false,
+		"iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "ip6tables-legacy-save"}
+	// The nftables flavour leaves VPNFW_BACKEND out: every scenario on it
+	// also proves that the default, auto, picks nftables. The switching
+	// scenario of the iptables flavours names nftables explicitly.
+	nftFlavour = flavour{"nftables", "", nftShows, true,
+		"iptables-nft", "ip6tables-nft", "iptables-nft-save", "ip6tables-nft-save"}
+)
+
+var flavours = []flavour{nfTablesFlavour, legacyFlavour, nftFlavour}
+
+// explicit is fl with VPNFW_BACKEND set to its backend, never left to auto.
+func (fl flavour) explicit() flavour {
+	if fl.backend == "" {
+		fl.backend = "nftables"
+	}
+	return fl
 }
 
 // tools every kernel test needs.
-var tools = []string{"ip", "env", "iptables", "ip6tables", "iptables-save", "ip6tables-save",
+var tools = []string{"ip", "env", "nft", "iptables", "ip6tables", "iptables-save", "ip6tables-save",
 	"iptables-nft", "ip6tables-nft", "iptables-nft-save", "ip6tables-nft-save",
 	"iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "ip6tables-legacy-save"}
 
@@ -90,7 +122,8 @@ type topo struct {
 }
 
 // newTopo builds the namespaces, the links, the peer's counters and echo
-// servers, and writes cfg (dotenv lines) as a 0600 file only root can read.
+// servers, and writes cfg (dotenv lines) and the flavour's VPNFW_BACKEND as
+// a 0600 file only root can read.
 // For the legacy flavour a chain of another tool exists before vpnfw-hook
 // first runs, which is how the binary tells the host uses legacy iptables;
 // with nothing there it takes nf_tables, the default of the system's iptables.
@@ -122,6 +155,8 @@ func newTopo(t *testing.T, fl flavour, cfg ...string) *topo {
 		t.Fatalf("peer echo server: %q", l)
 	}
 	switch {
+	case fl.nft:
+		// Nothing: auto must pick nftables on a host without other rules.
 	case fl.name == "legacy":
 		tp.host.MustRun(fl.ipt, "-N", "LEGACY-TOOL")
 	case !strings.Contains(tp.host.MustRun("iptables", "--version"), "nf_tables"):
@@ -129,12 +164,21 @@ func newTopo(t *testing.T, fl flavour, cfg ...string) *topo {
 		// where that is already in use.
 		tp.host.MustRun(fl.ipt, "-N", "NFT-TOOL")
 	}
-	dir := t.TempDir()
-	tp.cfg = filepath.Join(dir, "vpnfw.env")
-	if err := os.WriteFile(tp.cfg, []byte(strings.Join(cfg, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tp.cfg = filepath.Join(t.TempDir(), "vpnfw.env")
+	tp.configure(fl, cfg...)
 	return tp
+}
+
+// configure rewrites the configuration: lines, and VPNFW_BACKEND as fl
+// sets it. From now on the topo expects fl's backend in logs, check and
+// status.
+func (tp *topo) configure(fl flavour, lines ...string) {
+	tp.t.Helper()
+	tp.fl = fl
+	if fl.backend != "" {
+		lines = append(slices.Clone(lines), "VPNFW_BACKEND="+fl.backend)
+	}
+	writeConfig(tp.t, tp.cfg, lines...)
 }
 
 // addTunnel creates tun<n> in the host and routes its share of
@@ -188,7 +232,7 @@ func (tp *topo) apply(args ...string) {
 // wantApplied finds the "applied" log line and checks the backend it names.
 func (tp *topo) wantApplied(r netnstest.Result) {
 	tp.t.Helper()
-	want := "iptables (" + tp.fl.name + ")"
+	want := tp.fl.shows
 	for _, l := range strings.Split(r.Stderr, "\n") {
 		var e struct{ Message, Backend string }
 		if json.Unmarshal([]byte(l), &e) == nil && e.Message == "applied" {
@@ -206,9 +250,9 @@ func (tp *topo) wantCheck(code int) {
 	tp.t.Helper()
 	r := tp.hook("check")
 	if r.Code != code {
-		tp.t.Fatalf("check: want exit %d: %s", code, r)
+		tp.t.Fatalf("check: want exit %d: %s\nthe live ruleset:\n%s", code, r, tp.ruleset())
 	}
-	if code == 0 && !strings.Contains(r.Stdout, "iptables ("+tp.fl.name+")") {
+	if code == 0 && !strings.Contains(r.Stdout, tp.fl.shows) {
 		tp.t.Fatalf("check ran with the wrong backend: %s", r)
 	}
 }
@@ -228,12 +272,79 @@ var (
 	saveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
 )
 
-// ruleset is the host's iptables-save and ip6tables-save of the flavour,
-// without counters and the comments that carry dates.
+// ruleset is everything the host's netfilter holds that vpnfw could
+// change, without counters and the comments that carry dates: for an
+// iptables flavour its iptables-save and ip6tables-save, and for every
+// flavour the whole nftables ruleset (vpnfw's table, and for nf_tables the
+// tables iptables-nft keeps there), so that a scenario also sees the
+// backend it did not choose.
 func (tp *topo) ruleset() string {
 	tp.t.Helper()
-	s := "## ipv4\n" + tp.host.MustRun(tp.fl.save) + "## ipv6\n" + tp.host.MustRun(tp.fl.save6)
+	s := ""
+	if !tp.fl.nft {
+		s = tp.iptSave()
+	}
+	return s + "## nftables\n" + tp.nftRuleset()
+}
+
+// iptSave is the iptables-save and ip6tables-save of the flavour's
+// iptables tools, without counters and dates.
+func (tp *topo) iptSave() string {
+	tp.t.Helper()
+	return tp.iptSaveOf(tp.fl)
+}
+
+// iptSaveOf is iptSave with the iptables tools of fl.
+func (tp *topo) iptSaveOf(fl flavour) string {
+	tp.t.Helper()
+	s := "## ipv4\n" + tp.host.MustRun(fl.save) + "## ipv6\n" + tp.host.MustRun(fl.save6)
 	return saveCounters.ReplaceAllString(saveComment.ReplaceAllString(s, ""), "[0:0]")
+}
+
+// nftRuleset is `nft list ruleset` without counters (-s, stateless).
+func (tp *topo) nftRuleset() string {
+	tp.t.Helper()
+	return tp.host.MustRun("nft", "-s", "list", "ruleset")
+}
+
+// nft runs nft in the host, as another tool or an administrator would.
+func (tp *topo) nft(args ...string) string {
+	tp.t.Helper()
+	return tp.host.MustRun(append([]string{"nft"}, args...)...)
+}
+
+// nftTable is one table of an `nft list ruleset`, from its "table" line to
+// its closing brace, or "" when there is none.
+func nftTable(ruleset, name string) string {
+	head := "table " + name + " {\n"
+	start := 0
+	if !strings.HasPrefix(ruleset, head) {
+		if start = strings.Index(ruleset, "\n"+head); start < 0 {
+			return ""
+		}
+		start++
+	}
+	end := strings.Index(ruleset[start:], "\n}\n")
+	if end < 0 {
+		return ruleset[start:]
+	}
+	return ruleset[start : start+end+3]
+}
+
+// hasNFTable reports whether the host's nftables holds vpnfw's table.
+func (tp *topo) hasNFTable() bool {
+	tp.t.Helper()
+	return nftTable(tp.nftRuleset(), "inet vpnfw") != ""
+}
+
+// holds reports whether fl's backend holds any rule of vpnfw: the table,
+// or for an iptables flavour any chain or jump of ours in either family.
+func (tp *topo) holds(fl flavour) bool {
+	tp.t.Helper()
+	if fl.nft {
+		return tp.hasNFTable()
+	}
+	return strings.Contains(tp.iptSaveOf(fl), "VPNFW-")
 }
 
 var counterLine = regexp.MustCompile(`^\[(\d+):\d+\] -A PREROUTING .*--comment "?([a-z0-9-]+)"?`)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	gnft "github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpnfw/vpnfw/rules"
 )
@@ -281,6 +282,7 @@ func TestApplyRepairsTamperedTable(t *testing.T) {
 			s.elems = append(s.elems, gnft.SetElement{Key: []byte{203, 0, 113, 1}}, gnft.SetElement{Key: []byte{203, 0, 113, 2}, IntervalEnd: true})
 		}},
 		{"table deleted", nil},
+		{"table dormant", func(ft *fakeTable) { ft.flags = unix.NFT_TABLE_F_DORMANT }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b, k := fakeBackend()
@@ -299,6 +301,9 @@ func TestApplyRepairsTamperedTable(t *testing.T) {
 			mustApply(t, b2, rs)
 			if ops := k.queuedSince(n); !fullReplace(ops) {
 				t.Errorf("repair queued %v, want a full replace", ops)
+			}
+			if k.committed.flags != 0 {
+				t.Errorf("the repaired table has flags %#x", k.committed.flags)
 			}
 		})
 	}

@@ -40,6 +40,7 @@ type fakeKernel struct {
 }
 
 type fakeTable struct {
+	flags  uint32 // as another tool may set them
 	sets   []*fakeSet
 	chains []*fakeChain
 }
@@ -182,7 +183,7 @@ func (c *fakeConn) ListTableOfFamily(name string, family gnft.TableFamily) (*gnf
 	if c.k.committed == nil || name != TableName || family != gnft.TableFamilyINet {
 		return nil, errNoTable
 	}
-	return &gnft.Table{Name: TableName, Family: gnft.TableFamilyINet}, nil
+	return &gnft.Table{Name: TableName, Family: gnft.TableFamilyINet, Flags: c.k.committed.flags}, nil
 }
 
 func (c *fakeConn) ListChainsOfTableFamily(family gnft.TableFamily) ([]*gnft.Chain, error) {

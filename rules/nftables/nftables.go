@@ -134,7 +134,7 @@ func readTable(c Conn) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &table{}
+	t := &table{flags: tref.Flags}
 	sets, err := c.GetSets(tref)
 	if err != nil {
 		return nil, fmt.Errorf("listing sets: %w", err)
@@ -424,6 +424,9 @@ func (b *Backend) Check(ctx context.Context, rs *rules.Ruleset) error {
 // base chain of ours with policy drop. Whatever else it holds, such a table
 // lets nothing pass that its rules do not accept.
 func armed(t *table) error {
+	if t.flags&unix.NFT_TABLE_F_DORMANT != 0 {
+		return fmt.Errorf("table inet %s is dormant: its chains are unhooked and see no packet", TableName)
+	}
 	for _, h := range rules.Hooks {
 		i := slices.IndexFunc(t.chains, func(c *chain) bool { return c.name == h.String() })
 		switch {

@@ -7,6 +7,7 @@ import (
 
 	gnft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpnfw/vpnfw/rules"
 )
@@ -158,6 +159,12 @@ func TestStatus(t *testing.T) {
 	if st, err := NewWithConn(k.newConn).Status(ctx); err != nil || st.Armed || st.State != rules.Disarmed {
 		t.Errorf("status with forward policy unset: %+v, %v", st, err)
 	}
+	// A dormant table: its chains are unhooked.
+	k.committed.flags = unix.NFT_TABLE_F_DORMANT
+	if st, err := NewWithConn(k.newConn).Status(ctx); err != nil || st.Armed || st.State != rules.Disarmed {
+		t.Errorf("status with a dormant table: armed %v state %s, %v", st.Armed, st.State, err)
+	}
+	k.committed.flags = 0
 	// A nat chain with policy drop sees only a flow's first packet.
 	dp := gnft.ChainPolicyDrop
 	k.committed.chain("forward").gc.Policy = &dp

@@ -49,6 +49,9 @@ const (
 // Apply and Check work on: named sets with their elements, then chains
 // with their rules in order.
 type table struct {
+	// flags of a live table: another tool may have set them (dormant
+	// unhooks every chain). Ours has none.
+	flags  uint32
 	sets   []*set
 	chains []*chain
 }

@@ -56,6 +56,9 @@ func (t *table) Text() string {
 // which is the part of the table that up and down change.
 func (t *table) lines(elements bool) []string {
 	var out []string
+	if t.flags != 0 {
+		out = append(out, fmt.Sprintf("flags %#x", t.flags))
+	}
 	named := slices.DeleteFunc(slices.Clone(t.sets), func(s *set) bool { return s.anonymous })
 	slices.SortFunc(named, func(a, b *set) int { return strings.Compare(a.name, b.name) })
 	for _, s := range named {
