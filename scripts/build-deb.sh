@@ -4,6 +4,11 @@
 # plugin, the systemd unit, the PPP hooks and the man page, laid out by
 # scripts/install.sh. Its maintainer scripts never apply, flush or disarm
 # anything: installing, upgrading or removing vpnfw never opens the host.
+# No Depends: the nftables backend (the default where the kernel has
+# nf_tables) talks netlink and runs no program. iptables is only for the
+# iptables backend (VPNFW_BACKEND=iptables, or auto on a kernel without
+# nf_tables): Recommends, so apt installs it unless told not to. nftables
+# (the nft program) only shows vpnfw's table: Suggests.
 #
 #   scripts/build-deb.sh [--binary FILE] [--version VERSION] [--out DIR]
 #
@@ -101,8 +106,8 @@ Version: $version
 Architecture: $arch
 Maintainer: vpnfw maintainers <maintainers@vpnfw.example.org>
 Installed-Size: $size
-Depends: iptables (>= 1.8)
-Suggests: netfilter-persistent, openvpn, ppp, pptp-linux, wireguard-tools
+Recommends: iptables (>= 1.8)
+Suggests: nftables, netfilter-persistent, openvpn, ppp, pptp-linux, wireguard-tools
 Section: net
 Priority: optional
 Description: fail-closed firewall for VPN clients
@@ -113,6 +118,10 @@ Description: fail-closed firewall for VPN clients
  and goes down, and traffic through the tunnel device is allowed while it
  exists. Whatever happens, the VPN dying, the hook crashing, a reboot, the
  host is never less closed than the blocked state.
+ .
+ It keeps its rules in an nftables table of its own, over netlink, where the
+ kernel supports it, and in iptables chains of its own otherwise or on request
+ (VPNFW_BACKEND).
  .
  Installing, upgrading or removing this package applies nothing and never
  disarms the firewall; see vpnfw-hook(8).

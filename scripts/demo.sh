@@ -9,6 +9,8 @@
 # openvpn-examples/client-mark.conf), its ISP, a real OpenVPN server at
 # 192.0.2.130 and a host on the internet at 203.0.113.10. The ISP counts every
 # packet from the laptop that is not its VPN connection: the leak counter.
+# The configuration leaves VPNFW_BACKEND at its default, auto, which picks
+# nftables here: vpnfw's rules are one table of its own, inet vpnfw.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,9 +49,21 @@ try() {
 	fi
 }
 leaks() { echo "   leak counter at the ISP: $(lab_leaks)${1:-}"; }
+# nft_show ARGS: what `nft list ARGS` prints in the laptop, indented, without
+# the counters.
+nft_show() { C nft list "$@" | sed -n -e 's/counter packets [0-9]* bytes [0-9]* //' -e 's/^\t\{1,\}/     /p'; }
 
 say "1. Boot: vpnfw-hook baseline applies the blocked state"
 hook baseline
+if C nft list table inet vpnfw >/dev/null 2>&1; then
+	nft=yes
+	echo "   VPNFW_BACKEND is not set: auto picked nftables. The table's IPv4 output chain"
+	echo "   (nft list chain inet vpnfw output_v4):"
+	nft_show chain inet vpnfw output_v4 | grep -v -e 'chain output_v4' -e '^ *}$'
+else
+	nft=no
+	echo "   VPNFW_BACKEND is not set: auto picked iptables, as this kernel lacks nftables"
+fi
 lab_client_online
 try "to the internet, no VPN yet" "$LAB_HOST4" 7
 try "to the internet over IPv6" "$LAB_HOST6" 7
@@ -70,7 +84,11 @@ try "to the internet over IPv6, through the tunnel" "$LAB_HOST6" 7
 try "to the VPN server's address, not tunnelled" "$LAB_SERVER4" 7
 echo "   the internet host got $(($(lab_tunneled) - tunneled)) packets from the VPN server, $(lab_clear) from the laptop itself"
 leaks
-hook status | sed 's/^/   /' | head -n 6
+hook status | sed 's/^/   /' | head -n 4
+if [ "$nft" = yes ]; then
+	echo "   up changed one thing in the table, the set of allowed tunnels (nft list set inet vpnfw tunnels):"
+	nft_show set inet vpnfw tunnels | grep elements
+fi
 
 say "3. OpenVPN is killed (kill -9: no down script runs); routing falls back to the ISP"
 lab_vpn_kill9

@@ -130,8 +130,8 @@ Kept: $config (your configuration; delete it by hand).
 vpnfw's firewall rules stay in the kernel: the host stays fail closed until
 the next reboot, and nothing arms vpnfw at boot any more. To open the host
 now, run 'vpnfw-hook disarm --yes' before uninstalling; once it is gone, reboot
-(and remove vpnfw's chains from /etc/iptables/rules.v4 and rules.v6 if
-netfilter-persistent saved them).
+(with the iptables backend, also remove vpnfw's chains from
+/etc/iptables/rules.v4 and rules.v6 if netfilter-persistent saved them).
 EOF
 	exit 0
 fi
@@ -193,6 +193,8 @@ vpnfw is installed; nothing was applied to this machine's firewall. Next:
   1. Configure it: $config
      (VPNFW_SERVERS, and VPNFW_VPN_MARK or VPNFW_VPN_USER; see man vpnfw-hook)
   2. See what it would apply:  $hook --config $config render
+     (VPNFW_BACKEND=auto picks nftables where the kernel has it, else
+     iptables; render --backend iptables|nftables shows either)
   3. Wire the VPN: OpenVPN's up/route-up/down (README); PPP/PPTP hooks are in
      $(dirname "$ipup"); WireGuard: $examples/wg0.conf;
      NetworkManager: install.sh --networkmanager
@@ -200,4 +202,5 @@ vpnfw is installed; nothing was applied to this machine's firewall. Next:
      (or netfilter-persistent, which runs $plugin)
   5. Arm it now (over SSH only with your network in VPNFW_LAN):
      $hook --config $config baseline
+     and look:  $hook --config $config status   (or: nft list table inet vpnfw)
 EOF

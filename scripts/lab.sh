@@ -35,7 +35,7 @@ LAB_NS=()
 
 # lab_packages: CMD:PACKAGE pairs for install_missing.
 lab_packages() {
-	echo ip:iproute2 iptables-legacy:iptables iptables-nft:iptables openvpn:openvpn \
+	echo ip:iproute2 iptables-legacy:iptables iptables-nft:iptables nft:nftables openvpn:openvpn \
 		openssl:openssl socat:socat setpriv:util-linux unshare:util-linux mount:mount \
 		sysctl:procps ping:iputils-ping
 }
@@ -252,8 +252,10 @@ lab_wait_log() {
 	done
 }
 
-# lab_configure MODE: writes the client's vpnfw configuration and OpenVPN
-# configuration for MODE, mark or user. The OpenVPN configuration is the
+# lab_configure MODE [BACKEND]: writes the client's vpnfw configuration and
+# OpenVPN configuration for MODE, mark or user. BACKEND (iptables or
+# nftables) becomes VPNFW_BACKEND; without it the configuration has no such
+# line, so the default, auto, picks the backend. The OpenVPN configuration is the
 # project's example, openvpn-examples/client-MODE.conf, with only its
 # site-specific lines changed: the remote, the certificates, and the hook's
 # and its configuration's paths. (Options given after --config on OpenVPN's
@@ -273,6 +275,7 @@ lab_configure() {
 			echo "VPNFW_VPN_USER=$LAB_UID"
 		fi
 		echo "VPNFW_IPV6=tunnel"
+		[ -z "${2:-}" ] || echo "VPNFW_BACKEND=$2"
 	} >"$LAB_ENV"
 	# Root's, not writable by others, readable by the VPN client's user.
 	chown "root:$LAB_UID" "$LAB_ENV"
@@ -482,10 +485,14 @@ lab_capture_stop() {
 	LAB_CAPTURED=$(tcpdump -r "$1" -n 2>/dev/null | wc -l)
 }
 
-# lab_ruleset: the client's filter tables of both flavours and families,
-# without counters: what "more permissive" is measured against.
+# lab_ruleset: the client's whole nftables ruleset (vpnfw's table, and
+# iptables-nft's tables as nft sees them) and the filter tables of both
+# iptables flavours and families, without counters: what "more permissive"
+# is measured against.
 lab_ruleset() {
 	local t
+	echo "## nft"
+	C nft -s list ruleset 2>&1
 	for t in iptables-nft-save ip6tables-nft-save iptables-legacy-save ip6tables-legacy-save; do
 		case $t in
 		iptables-legacy-save) C grep -q . /proc/net/ip_tables_names || continue ;;

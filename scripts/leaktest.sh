@@ -5,20 +5,32 @@
 #
 #   sudo scripts/leaktest.sh
 #
-# For both iptables flavours (nf_tables, legacy) and both ways vpnfw tells the
-# VPN client apart (mark: OpenVPN as root with `mark 119`; user: OpenVPN run
-# as a user of its own with CAP_NET_ADMIN), it runs the scenarios of issue 3
-# with the OpenVPN client configurations of openvpn-examples/. (The user's
-# hook cannot drive legacy iptables: there it must refuse, and OpenVPN stop;
-# see openvpn-examples/README.md.) Each scenario
-# prints one line with its leak count and duration; a scenario fails if
-# anything leaked or any of its assertions failed. The last line is
-# "N passed, M failed"; the exit status is non-zero if any failed.
+# It runs the scenarios of issue 3 once per backend, with the OpenVPN client
+# configurations of openvpn-examples/ and both ways vpnfw tells the VPN
+# client apart (mark: OpenVPN as root with `mark 119`; user: OpenVPN run as a
+# user of its own with CAP_NET_ADMIN):
+#   nftables         with the mark and VPNFW_BACKEND unset (the default, auto,
+#                    must pick nftables), and with the user and
+#                    VPNFW_BACKEND=nftables on a host where other software
+#                    uses legacy iptables; the mark run also switches
+#                    VPNFW_BACKEND to iptables and back with the tunnel up.
+#   iptables-nft     VPNFW_BACKEND=iptables on the nf_tables flavour of
+#                    iptables, with the mark and with the user.
+#   iptables-legacy  the same on legacy iptables, with the mark; there the
+#                    user's hook cannot drive iptables: it must refuse, and
+#                    OpenVPN stop (see openvpn-examples/README.md).
+# Every scenario checks that the backend named in the hook's log, in OpenVPN's
+# log and in `status` is the combination's, and the baseline that vpnfw's
+# rules are in that backend only. Each scenario prints one line with its
+# leak count and duration; a scenario fails if anything leaked or any of its
+# assertions failed. Then a line per backend, and last "N passed, M failed";
+# the exit status is non-zero if any failed.
 #
-# LEAKTEST_ONLY=REGEX runs only the matching combinations (nft/mark,
-# nft/user, legacy/mark, legacy/user). Every flood and wait is bounded; the
-# namespaces and processes are removed on any exit. The logs are kept in a
-# /tmp/vpnfw-leak.* directory when a scenario failed.
+# LEAKTEST_ONLY=REGEX runs only the matching combinations (nftables/mark,
+# nftables/user, iptables-nft/mark, iptables-nft/user, iptables-legacy/mark,
+# iptables-legacy/user). Every flood and wait is bounded; the namespaces and
+# processes are removed on any exit. The logs are kept in a /tmp/vpnfw-leak.*
+# directory when a scenario failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -31,6 +43,7 @@ need_root
 install_missing $(lab_packages) tcpdump:tcpdump
 WORK=$(mktemp -d /tmp/vpnfw-leak.XXXXXX)
 PASSED=0 FAILED=0 SUMMARY=''
+declare -A B_PASSED=() B_FAILED=() # per backend: nftables, iptables
 cleanup() {
 	lab_down
 	if [ -z "$SUMMARY" ]; then
@@ -69,12 +82,14 @@ seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b -
 report() {
 	local verdict=ok
 	[ ${#FAILS[@]} -eq 0 ] || verdict=FAIL
-	printf '%-12s %-56s leaks %-4s %6ss  %s\n' "$COMBO" "$1" "$2" "$3" "$verdict"
+	printf '%-20s %-56s leaks %-4s %6ss  %s\n' "$COMBO" "$1" "$2" "$3" "$verdict"
 	if [ "$verdict" = ok ]; then
 		PASSED=$((PASSED + 1))
+		B_PASSED[$BACKEND]=$((${B_PASSED[$BACKEND]:-0} + 1))
 	else
 		FAILED=$((FAILED + 1))
-		printf '             - %s\n' "${FAILS[@]}"
+		B_FAILED[$BACKEND]=$((${B_FAILED[$BACKEND]:-0} + 1))
+		printf '                     - %s\n' "${FAILS[@]}"
 	fi
 }
 
@@ -97,17 +112,41 @@ scenario() {
 
 # --- helpers ----------------------------------------------------------------
 
-FLAVOUR_NAME='' # nf_tables or legacy, as the hook names it
+BACKEND=''      # nftables or iptables: the per-backend tally
+BACKEND_NAME='' # the backend as the hook names it: nftables (table inet vpnfw),
+#                 iptables (nf_tables) or iptables (legacy)
 
-state_is() { # STATE TUNNELS: what `status` says
+state_is() { # STATE TUNNELS: what `status` says, with this backend
 	local st
 	st=$(lab_hook status 2>/dev/null) || return 1
-	grep -q "^state: *$1\$" <<<"$st" && grep -q "^tunnels: *$2\$" <<<"$st"
+	[[ $'\n'$st == *$'\n'"backend: $BACKEND_NAME"[$' \n']* ]] && grep -q "^state: *$1\$" <<<"$st" && grep -q "^tunnels: *$2\$" <<<"$st"
 }
 
-# applied_by_openvpn EVENT: OpenVPN's log has the hook's line for EVENT with
-# this flavour.
-applied_by_openvpn() { grep -q "\"event\":\"$1\".*\"backend\":\"iptables ($FLAVOUR_NAME)\"" "$LAB_OVPN_LOG"; }
+# applied_by_openvpn EVENT [N]: OpenVPN's log has at least N (1) lines of
+# the hook applying EVENT with this backend.
+applied_by_openvpn() { [ "$(applied_lines "$1")" -ge "${2:-1}" ]; }
+applied_lines() { grep -c "\"event\":\"$1\".*\"backend\":\"$BACKEND_NAME\".*\"message\":\"applied\"" "$LAB_OVPN_LOG" || true; }
+
+# ipt_has_vpnfw FLAVOUR: that iptables flavour (nft or legacy) holds vpnfw's
+# chains. Legacy tables are read only if loaded: reading them would load them.
+ipt_has_vpnfw() {
+	if [ "$1" = legacy ]; then
+		C grep -q . /proc/net/ip_tables_names || return 1
+	fi
+	C "iptables-$1-save" -t filter 2>/dev/null | grep -q '^:VPNFW-OUTPUT '
+}
+
+# rules_only_in_backend: vpnfw's rules are in this backend, and nowhere else.
+rules_only_in_backend() {
+	local nft=no
+	C nft list table inet vpnfw >/dev/null 2>&1 && nft=yes
+	case $BACKEND_NAME in
+	nftables*) [ "$nft" = yes ] && ! ipt_has_vpnfw nft && ! ipt_has_vpnfw legacy ;;
+	*nf_tables*) [ "$nft" = no ] && ipt_has_vpnfw nft && ! ipt_has_vpnfw legacy ;;
+	*legacy*) [ "$nft" = no ] && ipt_has_vpnfw legacy && ! ipt_has_vpnfw nft ;;
+	*) return 1 ;;
+	esac
+}
 
 # send_udp HOST PORT: one datagram from an ordinary process; no answer
 # expected: the leak counter is the witness.
@@ -194,8 +233,10 @@ hostile() {
 # --- the scenarios -----------------------------------------------------------
 
 s_baseline() {
-	must "the baseline was not applied with iptables ($FLAVOUR_NAME): $ARM_LOG" \
-		grep -q "\"backend\":\"iptables ($FLAVOUR_NAME)\"" <<<"$ARM_LOG"
+	must "the baseline was not applied with $BACKEND_NAME: $ARM_LOG" \
+		grep -qF "\"backend\":\"$BACKEND_NAME\"" <<<"$ARM_LOG"
+	must "vpnfw's rules are not in $BACKEND_NAME alone" rules_only_in_backend
+	must "status does not say blocked with $BACKEND_NAME" state_is blocked none
 	every_probe_fails "baseline"
 	must "check failed" quiet lab_hook check
 }
@@ -212,7 +253,8 @@ s_tunnel_up() {
 	must "the internet host saw nothing arrive through the tunnel" [ "$(lab_tunneled)" -gt "$t0" ]
 	must "the internet host saw packets in clear" [ "$(lab_clear)" -eq "$c0" ]
 	must "the ISP saw no OpenVPN packets" [ "$(lab_vpnpkts)" -gt "$v0" ]
-	must "OpenVPN's up and route-up did not apply with iptables ($FLAVOUR_NAME)" applied_by_openvpn up
+	must "OpenVPN's up and route-up did not apply with $BACKEND_NAME" applied_by_openvpn up
+	must "vpnfw's rules are not in $BACKEND_NAME alone" rules_only_in_backend
 	must "check failed" quiet lab_hook check
 	must "status does not say connected through tun0" state_is connected tun0
 	if [ "$LAB_MODE" = user ]; then
@@ -393,6 +435,46 @@ s_user_on_legacy() {
 	must "check failed" quiet lab_hook check
 }
 
+# The administrator switches VPNFW_BACKEND while the tunnel is up and traffic
+# flows: the next apply arms the new backend, then removes the old one's
+# rules; the tunnel's allowance carries over. Then OpenVPN restarts under the
+# new backend, and the configuration goes back to the default (auto).
+s_switch() {
+	local auto=$BACKEND_NAME saved n inits out
+	vpn_up || return 1
+	lab_flood 30 # ended below
+	tunnel_works "before the switch"
+	saved=$(cat "$LAB_ENV")
+	# An iptables chain of other software's makes the nf_tables flavour the
+	# one in use, so the iptables backend's flavour is known.
+	C iptables-nft -N LAB-PICKS-NFT
+	echo "VPNFW_BACKEND=iptables" >>"$LAB_ENV"
+	BACKEND_NAME="iptables (nf_tables)"
+	out=$(lab_hook up --dev tun0 2>&1) || fail "up with VPNFW_BACKEND=iptables failed: $out"
+	must "up with VPNFW_BACKEND=iptables did not apply with $BACKEND_NAME: $out" grep -qF "\"backend\":\"$BACKEND_NAME\"" <<<"$out"
+	must "after switching to iptables: vpnfw's rules are not in $BACKEND_NAME alone" rules_only_in_backend
+	must "after switching to iptables: status does not say connected through tun0" state_is connected tun0
+	must "after switching to iptables: check failed" quiet lab_hook check
+	tunnel_works "after switching to iptables"
+	n=$(applied_lines up) inits=$(lab_inits)
+	lab_vpn_signal USR1
+	lab_wait_log "$LAB_OVPN_LOG" $((inits + 1)) 20 || fail "no reconnection within 20 s of SIGUSR1"
+	must "OpenVPN's hooks did not apply with $BACKEND_NAME after SIGUSR1" applied_by_openvpn up $((n + 1))
+	tunnel_works "after SIGUSR1 with iptables"
+	printf '%s\n' "$saved" >"$LAB_ENV"
+	BACKEND_NAME=$auto
+	out=$(lab_hook up --dev tun0 2>&1) || fail "up with VPNFW_BACKEND unset again failed: $out"
+	must "up with VPNFW_BACKEND unset again did not apply with $BACKEND_NAME: $out" grep -qF "\"backend\":\"$BACKEND_NAME\"" <<<"$out"
+	must "after switching back: vpnfw's rules are not in $BACKEND_NAME alone" rules_only_in_backend
+	must "after switching back: status does not say connected through tun0" state_is connected tun0
+	tunnel_works "after switching back"
+	lab_flood_stop
+	vpn_stop || fail "OpenVPN did not stop within 10 s of SIGTERM"
+	must "not blocked with $BACKEND_NAME after SIGTERM" state_is blocked none
+	must "check failed" quiet lab_hook check
+	C iptables-nft -X LAB-PICKS-NFT
+}
+
 s_control() {
 	vpn_up || return 1
 	must "disarm failed" quiet lab_hook disarm --yes
@@ -404,28 +486,40 @@ s_control() {
 
 # --- the combinations ----------------------------------------------------------
 
-# combo FLAVOUR MODE: a fresh lab; the client's firewall is armed with
-# FLAVOUR before its uplink comes up, so it never sends a packet unprotected.
+# combo BACKEND MODE [VPNFW_BACKEND]: a fresh lab, BACKEND nftables,
+# iptables-nft or iptables-legacy, MODE mark or user; VPNFW_BACKEND goes into
+# the configuration (none: the default, auto). The client's firewall is
+# armed before its uplink comes up, so it never sends a packet unprotected.
 combo() {
 	COMBO="$1/$2"
 	[[ $COMBO =~ ${LEAKTEST_ONLY:-.} ]] || return 0
 	local t0=$EPOCHREALTIME pcap=$WORK/isp-$((LAB_SEQ + 1)).pcap
+	BACKEND=${1%%-*}
 	lab_up
-	lab_configure "$2"
+	lab_configure "$2" "${3:-}"
 	lab_capture_start "$pcap"
-	# The binary picks the flavour that already has user chains.
-	if [ "$1" = legacy ]; then
-		FLAVOUR_NAME=legacy
-		C iptables-legacy -N LAB-PICKS-LEGACY
-	else
-		FLAVOUR_NAME=nf_tables
+	# The iptables backend picks the flavour that already has user chains.
+	case $1 in
+	nftables)
+		BACKEND_NAME="nftables (table inet vpnfw)"
+		# Legacy iptables in use by other software: the iptables backend
+		# refuses the VPN user there (iptables-legacy/user); nftables must not.
+		[ "$2" = mark ] || C iptables-legacy -N LAB-LEGACY-IN-USE
+		;;
+	iptables-nft)
+		BACKEND_NAME="iptables (nf_tables)"
 		C iptables-nft -N LAB-PICKS-NFT
-	fi
+		;;
+	iptables-legacy)
+		BACKEND_NAME="iptables (legacy)"
+		C iptables-legacy -N LAB-PICKS-LEGACY
+		;;
+	esac
 	ARM_LOG=$(lab_hook baseline 2>&1) || true
 	lab_client_online
 
 	scenario "1 baseline only" s_baseline
-	if [ "$COMBO" = legacy/user ]; then
+	if [ "$COMBO" = iptables-legacy/user ]; then
 		scenario "user mode on legacy iptables: refused, OpenVPN stops" s_user_on_legacy
 	else
 		scenario "2 tunnel up, traffic through it" s_tunnel_up
@@ -435,13 +529,16 @@ combo() {
 		scenario "6 SIGUSR1, SIGHUP, SIGTERM+start x3 under flood" s_restarts
 		scenario "7 hostile environment and configuration" s_hostile
 	fi
+	if [ "$COMBO" = nftables/mark ]; then
+		scenario "8 VPNFW_BACKEND switched, tunnel up, under flood" s_switch
+	fi
 	# Between the scenarios too: every packet since the client was created.
 	local total
 	FAILS=()
 	total=$(lab_leaks)
 	[ "$total" -eq 0 ] || fail "$total packets left the client outside the VPN connection"
 	report "all of the above: every packet since the start" "$total" "$(seconds_since "$t0")"
-	if [ "$COMBO" = nft/mark ] || [ "$COMBO" = legacy/mark ]; then
+	if [[ $COMBO == */mark ]]; then
 		scenario "control: kill -9 during a flood without vpnfw" s_control control
 	fi
 	# The second witness must agree: nothing captured while the counter
@@ -459,13 +556,18 @@ combo() {
 }
 
 echo "== leak test: OpenVPN $(openvpn --version | awk 'NR == 1 {print $2}'), $(uname -sr)"
-echo "   scenarios 1-7 of issue 3 on both iptables flavours, with the mark and with a dedicated user (8)"
-combo nft mark
-combo nft user
-combo legacy mark
-combo legacy user
+echo "   scenarios 1-7 of issue 3 on each backend, with the mark and with a dedicated user (8: switching backends)"
+combo nftables mark           # VPNFW_BACKEND unset: auto must pick nftables
+combo nftables user nftables
+combo iptables-nft mark iptables
+combo iptables-nft user iptables
+combo iptables-legacy mark iptables
+combo iptables-legacy user iptables
 SUMMARY=printed
 echo "leak test took $((SECONDS - START)) s"
+for b in nftables iptables; do
+	[ -z "${B_PASSED[$b]:-}${B_FAILED[$b]:-}" ] || echo "backend $b: ${B_PASSED[$b]:-0} passed, ${B_FAILED[$b]:-0} failed"
+done
 [ "$FAILED" -eq 0 ] || echo "logs kept in $WORK"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Integration tests of what vpnfw installs, run by scripts/test.sh:
 #   - the man page renders without warnings; the shipped configuration is valid
+#     for both backends; the man page, README.md, the shipped configuration
+#     and --help name every command, flag of render and configuration key
 #   - install.sh into DESTDIRs: files, modes, paths, an existing configuration
 #     kept, --networkmanager, --enable, --uninstall
 #   - the systemd unit passes systemd-analyze verify
@@ -10,8 +12,10 @@
 #     plugin and the unit's boot path (lockdown included), the NetworkManager
 #     dispatcher script, the wg-quick example, and the package's maintainer
 #     scripts, which must change nothing
-# The PPP hooks, PPTP and the boot lockdown on both iptables flavours, with
-# real packets, are kernel tests in rules/kerneltest. Nothing here touches
+# The plugin and the boot path run with the default backend (auto: nftables
+# where the kernel has it) and with VPNFW_BACKEND=iptables, and switch
+# between them. The PPP hooks, PPTP and the boot lockdown on every backend,
+# with real packets, are kernel tests in rules/kerneltest. Nothing here touches
 # this machine's own network, /usr or /etc: every install goes to a
 # temporary directory.
 #
@@ -101,8 +105,11 @@ test_man_and_config() {
 	if have groff; then
 		err=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
 		if [ -z "$err" ]; then ok "man page: groff -man -Tutf8 -ww renders it without warnings"; else bad "man page warnings: $err"; fi
-		text=$(groff -man -Tascii -P-cbou "$page" 2>/dev/null)
-		for w in "baseline [--boot]" "lockdown" "VPNFW_SERVER_PORTS" "tcp/1723 gre" "FwMark = 119" "disarm --yes" "60-vpn-firewall" "EXIT STATUS"; do
+		# Filled text: words are checked with the spaces of justification and
+		# the line breaks squeezed to one space.
+		text=$(groff -man -Tascii -P-cbou "$page" 2>/dev/null | tr -s '[:space:]' ' ')
+		for w in "baseline [--boot]" "lockdown" "VPNFW_SERVER_PORTS" "tcp/1723 gre" "FwMark = 119" "disarm --yes" "60-vpn-firewall" "EXIT STATUS" \
+			"--backend iptables|nftables" "nft list table inet vpnfw" "table inet vpnfw" "VPNFW-OUTPUT"; do
 			has "man page documents $w" "$text" "$w"
 		done
 	else
@@ -118,19 +125,73 @@ test_man_and_config() {
 	install -m 0600 scripts/vpnfw.env "$work/shipped.env"
 	: >"$work/empty.env"
 	chmod 0600 "$work/empty.env"
-	local shipped empty
-	shipped=$("$hook" --config "$work/shipped.env" render 2>&1)
-	empty=$("$hook" --config "$work/empty.env" render 2>&1)
-	if [ "$shipped" = "$empty" ] && [ "$(grep -c -- '-j ACCEPT' <<<"$shipped")" = 4 ]; then
-		ok "shipped configuration: valid, sets nothing, only loopback is accepted"
-	else
-		bad "shipped configuration renders differently from an empty one: $shipped"
-	fi
+	local shipped empty accept
+	for backend in iptables nftables; do
+		shipped=$("$hook" --config "$work/shipped.env" render --backend "$backend" 2>&1)
+		empty=$("$hook" --config "$work/empty.env" render --backend "$backend" 2>&1)
+		if [ "$backend" = iptables ]; then
+			accept=$(grep -c -- '-j ACCEPT' <<<"$shipped")
+		else
+			# The tunnels set is empty: its rules accept nothing.
+			accept=$(grep -v '@tunnels' <<<"$shipped" | grep -c ' accept ')
+			grep -q 'set tunnels { type ifname; elements = { }; }' <<<"$shipped" || accept="tunnels allowed"
+		fi
+		if [ "$shipped" = "$empty" ] && [ "$accept" = 4 ]; then
+			ok "shipped configuration ($backend): valid, sets nothing, only loopback is accepted"
+		else
+			bad "shipped configuration ($backend) renders differently from an empty one: $shipped"
+		fi
+	done
 	sed -n 's/^#\(VPNFW_[A-Z_0-9]*=.\)/\1/p' scripts/vpnfw.env >"$work/examples.env"
 	chmod 0600 "$work/examples.env"
-	expect_rc 0 "shipped configuration: the commented example values are valid together" \
-		"$hook" --config "$work/examples.env" render
-	has "shipped configuration: example servers rendered with the mark" "$out" "-d 192.0.2.10/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
+	expect_rc 0 "shipped configuration: the commented example values are valid together (iptables)" \
+		"$hook" --config "$work/examples.env" render --backend iptables
+	has "shipped configuration: example servers rendered with the mark (iptables)" "$out" "-d 192.0.2.10/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
+	expect_rc 0 "shipped configuration: the commented example values are valid together (nftables)" \
+		"$hook" --config "$work/examples.env" render --backend nftables
+	has "shipped configuration: example servers in the servers set (nftables)" "$out" "elements = { 192.0.2.10, 198.51.100.0/28 }"
+	has "shipped configuration: example servers allowed for the mark (nftables)" "$out" "ip daddr @servers_v4 meta l4proto udp th dport 1194 meta mark 0x00000077"
+	has "render: a table inet vpnfw with base chains of policy drop" "$out" "type filter hook output priority filter; policy drop;"
+	expect_rc 2 "render --backend: an unknown backend is refused" "$hook" --config "$work/examples.env" render --backend ipfw
+	expect_rc 0 "render up --dev tun0 --backend nftables" "$hook" --config "$work/examples.env" render up --dev tun0 --backend nftables
+	has "render up --backend nftables: tun0 in the tunnels set" "$out" 'elements = { "tun0" }'
+
+	test_documented_everywhere
+}
+
+# test_documented_everywhere: every command, render's --backend, every
+# configuration key and every VPNFW_BACKEND value is named in --help, the man
+# page, README.md and the shipped configuration (keys), as the binary knows
+# them: the keys from rules/config.go, the commands from --help.
+test_documented_everywhere() {
+	local help man readme env cmds keys c k v
+	help=$("$hook" --help 2>&1)
+	man=$(groff -man -Tascii -P-cbou scripts/man/vpnfw-hook.8 2>/dev/null || cat scripts/man/vpnfw-hook.8)
+	local backend_section
+	backend_section=$(sed -n '/^ *VPNFW_BACKEND *$/,/^ *VPNFW_LOG_LEVEL *$/p' <<<"$man")
+	readme=$(cat README.md)
+	env=$(cat scripts/vpnfw.env)
+	cmds=$(sed -n '/^Commands:/,/^$/s/^  \([a-z]\{1,\}\) .*/\1/p' <<<"$help")
+	if [ "$(wc -w <<<"$cmds")" -ge 8 ]; then ok "--help lists $(wc -w <<<"$cmds") commands"; else bad "--help lists too few commands: $cmds"; fi
+	for c in $cmds; do
+		has "man page documents the command $c" "$man" "$c"
+		has "README.md documents the command $c" "$readme" "\`$c"
+	done
+	has "--help shows render --backend" "$help" "render [baseline | up --dev D ...] [--backend iptables|nftables]"
+	has "README.md shows render --backend" "$readme" "[--backend iptables\|nftables]"
+	keys=$(grep -oE '"VPNFW_[A-Z_0-9]+"' rules/config.go | tr -d '"' | sort -u)
+	if [ "$(wc -w <<<"$keys")" -ge 10 ]; then ok "rules/config.go knows $(wc -w <<<"$keys") keys"; else bad "rules/config.go: too few keys found: $keys"; fi
+	for k in $keys; do
+		has "man page documents $k" "$man" "$k"
+		has "README.md documents $k" "$readme" "\`$k\`"
+		has "the shipped configuration documents $k" "$env" "#$k="
+	done
+	for v in auto iptables nftables; do
+		has "man page: VPNFW_BACKEND=$v" "$backend_section" "$v"
+		# shellcheck disable=SC2016 # backquotes, not an expansion
+		has "README.md: VPNFW_BACKEND=$v" "$(grep -F '| `VPNFW_BACKEND` |' <<<"$readme")" "\`$v\`"
+		has "the shipped configuration: VPNFW_BACKEND=$v" "$(sed -n '/^# The backend/,/^#VPNFW_BACKEND/p' <<<"$env")" "$v"
+	done
 }
 
 # --- install.sh ------------------------------------------------------------
@@ -250,6 +311,7 @@ test_unit() {
 	}
 	unit=$r/unit/vpnfw-baseline.service
 	for line in Type=oneshot RemainAfterExit=yes DefaultDependencies=no "Before=network-pre.target" "Wants=network-pre.target" \
+		"After=nftables.service" "After=netfilter-persistent.service" \
 		"ExecStart=$r/usr/bin/vpnfw-hook --config $r/etc/vpn-firewall/vpnfw.env baseline --boot"; do
 		if grep -qE "^${line%%=*}=(.* )?${line#*=}( |$)" "$unit"; then ok "unit: $line"; else bad "unit lacks $line"; fi
 	done
@@ -304,7 +366,9 @@ EOF
 	local info
 	info=$(dpkg-deb -I "$deb")
 	has "package: Package: vpnfw" "$info" "Package: vpnfw"
-	has "package: depends on iptables" "$info" "Depends: iptables"
+	has "package: recommends iptables (the iptables backend)" "$info" "Recommends: iptables (>= 1.8)"
+	lacks "package: depends on nothing (nftables is netlink)" "$info" "Depends:"
+	has "package: suggests nftables (nft, to look)" "$info" "Suggests: nftables,"
 	has "package: version from git" "$info" "Version: 0.0~git"
 	has "package: architecture" "$info" "Architecture: $(dpkg --print-architecture 2>/dev/null || go env GOARCH)"
 	mkdir -p "$x"
@@ -361,13 +425,18 @@ in_ns() {
 	guard_netns "$ns"
 	ip netns exec "$ns" "$@"
 }
-# ruleset NS: the namespace's filter tables, without counters and comments.
+# ruleset NS: the namespace's nftables ruleset (vpnfw's table, and
+# iptables-nft's) and its iptables filter tables, without counters and
+# comments.
 ruleset() {
 	{
+		in_ns "$1" nft -s list ruleset
 		in_ns "$1" iptables-save -t filter
 		in_ns "$1" ip6tables-save -t filter
 	} 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]/[0:0]/'
 }
+# nft_table NS: vpnfw's nftables table, as nft lists it, without counters.
+nft_table() { in_ns "$1" nft -s list table inet vpnfw 2>/dev/null; }
 # write_config FILE LINE...: a configuration owned by root, mode 0600.
 write_config() {
 	local f=$1
@@ -381,58 +450,69 @@ state() {
 		tr -d ' \n' | sed -n 's/.*"state":"\([a-z]*\)","tunnels":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"' | tr ',' ' '
 }
 
-test_plugin_and_boot() {
-	local r=$work/boot ns cfg plugin ih before
-	runnable_install "$r" || {
-		bad "install for the plugin test failed"
-		return
-	}
-	new_ns plugin
-	ns=$NS
-	cfg=$r/etc/vpn-firewall/vpnfw.env
-	plugin=$r/plugins.d/60-vpn-firewall
-	ih=$r/usr/bin/vpnfw-hook
-	write_config "$work/empty.env"
-	good=("VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119")
+# armed_with NS WHAT BACKEND: vpnfw's rules are in BACKEND (nftables or
+# iptables) alone, with the server 192.0.2.1 allowed for the mark.
+armed_with() {
+	local ns=$1 what=$2 table rules
+	table=$(nft_table "$ns")
+	rules=$(ruleset "$ns")
+	if [ "$3" = nftables ]; then
+		has "$what: the server is in table inet vpnfw's servers set" "$table" "elements = { 192.0.2.1 }"
+		has "$what: the server is allowed for the mark (nftables)" "$table" "udp dport 1194 meta mark 0x00000077 counter accept"
+		lacks "$what: no vpnfw chain in iptables" "$rules" "VPNFW-"
+	else
+		has "$what: the server is allowed for the mark (iptables)" "$rules" "-d 192.0.2.1/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
+		if [ -z "$table" ]; then ok "$what: no table inet vpnfw"; else bad "$what: table inet vpnfw is still there"; fi
+	fi
+}
 
-	# As installed, the configuration sets nothing: start arms the blocked
-	# state of the defaults.
-	expect_rc 0 "plugin start with the shipped configuration" in_ns "$ns" "$plugin" start
-	expect_rc 0 "plugin start: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+# plugin_pass BACKEND: the plugin and the boot path with VPNFW_BACKEND=BACKEND
+# (auto: the line left out, as shipped); the host may be armed with the
+# other backend before: start switches.
+plugin_pass() {
+	local backend=$1 ns=$PLUGIN_NS cfg=$PLUGIN_R/etc/vpn-firewall/vpnfw.env plugin=$PLUGIN_R/plugins.d/60-vpn-firewall
+	local ih=$PLUGIN_R/usr/bin/vpnfw-hook before msg after c broken
+	local good=("VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119") want=nftables name='nftables (table inet vpnfw)'
+	if [ "$backend" = iptables ]; then
+		good+=("VPNFW_BACKEND=iptables")
+		want=iptables name='iptables ('
+	fi
 	write_config "$cfg" "${good[@]}"
-	expect_rc 0 "plugin start" in_ns "$ns" "$plugin" start
-	expect_rc 0 "plugin start: check passes with the configuration" in_ns "$ns" "$ih" --config "$cfg" check
+	expect_rc 0 "plugin start ($backend)" in_ns "$ns" "$plugin" start
+	has "plugin start ($backend): applied with $name" "$out" "\"backend\":\"$name"
+	expect_rc 0 "plugin start ($backend): check passes with the configuration" in_ns "$ns" "$ih" --config "$cfg" check
+	armed_with "$ns" "plugin start ($backend)" "$want"
 	before=$(ruleset "$ns")
-	has "plugin start: the server is allowed for the mark" "$before" "-d 192.0.2.1/32 -p udp -m udp --dport 1194 -m mark --mark 0x77"
 	for c in save stop reload restart force-reload; do
-		expect_rc 0 "plugin $c" in_ns "$ns" "$plugin" "$c"
-		local msg=$out
-		if [ "$(ruleset "$ns")" = "$before" ]; then ok "plugin $c: the rules are the same"; else bad "plugin $c changed the rules"; fi
+		expect_rc 0 "plugin $c ($backend)" in_ns "$ns" "$plugin" "$c"
+		msg=$out
+		if [ "$(ruleset "$ns")" = "$before" ]; then ok "plugin $c ($backend): the rules are the same"; else bad "plugin $c ($backend) changed the rules"; fi
 		case $c in
 		save) has "plugin save: says why it saves nothing" "$msg" "nothing to save" ;;
 		stop) has "plugin stop: says the rules stay" "$msg" "keeps vpnfw's rules" ;;
 		esac
 	done
-	expect_rc 1 "plugin: an unknown action is refused" in_ns "$ns" "$plugin" frobnicate
 
-	# The boot path: a broken or missing configuration applies the lockdown.
+	# The boot path: a broken or missing configuration applies the lockdown
+	# (with the auto backend, whatever the broken file said).
 	for broken in "VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_USER=vpnfw-no-such-user" "VPNFW_TYPO=1" missing; do
 		write_config "$cfg" "${good[@]}"
-		expect_rc 0 "plugin start before: $broken" in_ns "$ns" "$plugin" start
+		expect_rc 0 "plugin start before: $broken ($backend)" in_ns "$ns" "$plugin" start
 		if [ "$broken" = missing ]; then rm -f "$cfg"; else write_config "$cfg" "$broken"; fi
-		expect_rc 2 "plugin start with a broken configuration ($broken): exit 2" in_ns "$ns" "$plugin" start
-		has "plugin start ($broken): logs the lockdown" "$out" "lockdown applied: only loopback passes"
-		expect_rc 0 "plugin start ($broken): the live ruleset is the lockdown" in_ns "$ns" "$ih" --config "$work/empty.env" check
-		lacks "plugin start ($broken): the server is no longer allowed" "$(ruleset "$ns")" "192.0.2.1"
+		expect_rc 2 "plugin start with a broken configuration ($broken, was $backend): exit 2" in_ns "$ns" "$plugin" start
+		has "plugin start ($broken, was $backend): logs the lockdown" "$out" "lockdown applied: only loopback passes"
+		expect_rc 0 "plugin start ($broken, was $backend): the live ruleset is the lockdown" in_ns "$ns" "$ih" --config "$work/empty.env" check
+		lacks "plugin start ($broken, was $backend): the server is no longer allowed" "$(ruleset "$ns")" "192.0.2.1"
 	done
 
 	# The unit's ExecStart, as systemd would run it.
 	local exec
-	exec=$(sed -n 's/^ExecStart=//p' "$r/unit/vpnfw-baseline.service")
+	exec=$(sed -n 's/^ExecStart=//p' "$PLUGIN_R/unit/vpnfw-baseline.service")
 	read -ra argv <<<"$exec"
 	write_config "$cfg" "${good[@]}"
-	expect_rc 0 "unit ExecStart with a good configuration" in_ns "$ns" "${argv[@]}"
-	expect_rc 0 "unit ExecStart: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	expect_rc 0 "unit ExecStart with a good configuration ($backend)" in_ns "$ns" "${argv[@]}"
+	expect_rc 0 "unit ExecStart ($backend): check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	armed_with "$ns" "unit ExecStart ($backend)" "$want"
 	write_config "$cfg" "VPNFW_SERVERS=192.0.2.1 nonsense"
 	expect_rc 2 "unit ExecStart with a broken configuration: exit 2" in_ns "$ns" "${argv[@]}"
 	has "unit ExecStart: names the broken key" "$out" "VPNFW_SERVERS"
@@ -440,14 +520,39 @@ test_plugin_and_boot() {
 
 	# flush is the explicit way to open the host, and says so loudly.
 	write_config "$cfg" "${good[@]}"
-	expect_rc 0 "plugin flush" in_ns "$ns" "$plugin" flush
-	has "plugin flush: warns" "$out" "WARNING: vpnfw is DISARMED"
-	local after
+	expect_rc 0 "plugin start before flush ($backend)" in_ns "$ns" "$plugin" start
+	expect_rc 0 "plugin flush ($backend)" in_ns "$ns" "$plugin" flush
+	has "plugin flush ($backend): warns" "$out" "WARNING: vpnfw is DISARMED"
 	after=$(ruleset "$ns")
-	lacks "plugin flush: no vpnfw chain is left" "$after" "VPNFW"
-	has "plugin flush: policies are ACCEPT" "$after" ":OUTPUT ACCEPT"
-	expect_rc 0 "plugin start arms it again" in_ns "$ns" "$plugin" start
-	expect_rc 0 "plugin start after flush: check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	lacks "plugin flush ($backend): no vpnfw chain is left" "$after" "VPNFW"
+	lacks "plugin flush ($backend): no vpnfw table is left" "$after" "table inet vpnfw"
+	has "plugin flush ($backend): iptables policies are ACCEPT" "$after" ":OUTPUT ACCEPT"
+	expect_rc 0 "plugin start arms it again ($backend)" in_ns "$ns" "$plugin" start
+	expect_rc 0 "plugin start after flush ($backend): check passes" in_ns "$ns" "$ih" --config "$cfg" check
+	armed_with "$ns" "plugin start after flush ($backend)" "$want"
+}
+
+PLUGIN_R='' PLUGIN_NS=''
+test_plugin_and_boot() {
+	PLUGIN_R=$work/boot
+	runnable_install "$PLUGIN_R" || {
+		bad "install for the plugin test failed"
+		return
+	}
+	new_ns plugin
+	PLUGIN_NS=$NS
+	write_config "$work/empty.env"
+
+	# As installed, the configuration sets nothing: start arms the blocked
+	# state of the defaults, with the default backend.
+	expect_rc 0 "plugin start with the shipped configuration" in_ns "$PLUGIN_NS" "$PLUGIN_R/plugins.d/60-vpn-firewall" start
+	expect_rc 0 "plugin start: check passes" in_ns "$PLUGIN_NS" "$PLUGIN_R/usr/bin/vpnfw-hook" --config "$PLUGIN_R/etc/vpn-firewall/vpnfw.env" check
+	expect_rc 1 "plugin: an unknown action is refused" in_ns "$PLUGIN_NS" "$PLUGIN_R/plugins.d/60-vpn-firewall" frobnicate
+	# The default, auto, is nftables where the kernel has it (this one must);
+	# then VPNFW_BACKEND=iptables: start switches to it, and back.
+	plugin_pass auto
+	plugin_pass iptables
+	plugin_pass auto
 }
 
 test_networkmanager_and_wireguard() {
@@ -492,7 +597,8 @@ test_networkmanager_and_wireguard() {
 	expect_rc 0 "wg0.conf: baseline with its configuration" in_ns "$ns" "$ih" --config "$cfg" baseline
 	expect_rc 0 "wg0.conf: PostUp" in_ns "$ns" bash -c "${postup//%i/wg0}"
 	if [ "$(state "$ns" "$ih" "$cfg")" = "connected wg0" ]; then ok "wg0.conf PostUp: wg0 is allowed"; else bad "wg0.conf PostUp: state $(state "$ns" "$ih" "$cfg")"; fi
-	has "wg0.conf: the Endpoint is allowed for WireGuard's mark only" "$(ruleset "$ns")" "-d 192.0.2.10/32 -p udp -m udp --dport 51820 -m mark --mark 0x77"
+	has "wg0.conf: the Endpoint is in the servers set" "$(nft_table "$ns")" "elements = { 192.0.2.10 }"
+	has "wg0.conf: the Endpoint is allowed for WireGuard's mark only" "$(nft_table "$ns")" "udp dport 51820 meta mark 0x00000077 counter accept"
 	expect_rc 0 "wg0.conf: check" in_ns "$ns" "$ih" --config "$cfg" check
 	expect_rc 0 "wg0.conf: PreDown" in_ns "$ns" bash -c "${predown//%i/wg0}"
 	if [ "$(state "$ns" "$ih" "$cfg")" = "blocked " ]; then ok "wg0.conf PreDown: blocked again"; else bad "wg0.conf PreDown: state $(state "$ns" "$ih" "$cfg")"; fi

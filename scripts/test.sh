@@ -16,11 +16,18 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 find_go
-install_missing ip:iproute2 iptables-legacy:iptables iptables-nft:iptables shellcheck:shellcheck
+# The kernel tests: both backends; nft (Debian package nftables) only
+# inspects and stages rulesets: vpnfw itself talks netlink and runs no nft.
+install_missing ip:iproute2 iptables-legacy:iptables iptables-nft:iptables nft:nftables run-parts:debianutils \
+	ping:iputils-ping shellcheck:shellcheck
 # scripts/test-integration.sh: the unit, the man page and the Debian package.
 install_missing systemd-analyze:systemd groff:groff-base dpkg-deb:dpkg lintian:lintian
-# scripts/leaktest.sh: the end-to-end leak lab with a real OpenVPN.
-install_missing openvpn:openvpn openssl:openssl socat:socat setpriv:util-linux ping:iputils-ping sysctl:procps tcpdump:tcpdump
+# scripts/leaktest.sh: the end-to-end leak lab with a real OpenVPN, on both
+# backends.
+# shellcheck source=scripts/lab.sh
+. scripts/lab.sh
+# shellcheck disable=SC2046 # one word per package
+install_missing $(lab_packages) tcpdump:tcpdump
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # The binary ships static; test what ships.
@@ -93,8 +100,12 @@ else
 	skipped=$((skipped + 1))
 fi
 if [ "$skipped" -gt 0 ]; then
+	# Each skipped test with the last line it logged (the reason): with -v,
+	# a test's log lines follow its === RUN or === CONT line.
 	echo "skipped:"
-	grep -E -A1 '^ *--- SKIP' "$log" | grep -vE '^--$' | sed 's/^/  /'
+	awk '/^=== (RUN|CONT|NAME) / {cur = $3; next}
+		/^ +[A-Za-z0-9_]+\.go:[0-9]+: / {sub(/^ +/, ""); msg[cur] = $0; next}
+		/^ *--- SKIP: / {print "  " $3 ": " ($3 in msg ? msg[$3] : "(no reason logged)")}' "$log"
 fi
 if [ "$status" -ne 0 ]; then
 	echo "failed:"
