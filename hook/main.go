@@ -249,6 +249,9 @@ func (a *app) lockdown(cause error) error {
 	a.log.Error().Str("event", "baseline --boot").Msg("the configuration cannot be used at boot: " + cause.Error() + "; applying the lockdown (only loopback passes)")
 	cfg := rules.Lockdown()
 	err := a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+		if sw, ok := be.(*rules.Switch); ok {
+			sw.Sweep = true
+		}
 		rs := rules.Policy(cfg, nil)
 		if err := be.Apply(ctx, rs); err != nil {
 			return fmt.Errorf("applying the lockdown with %s: %w", be.Name(), err)
@@ -289,6 +292,9 @@ func (a *app) applyEvent(ev Event) error {
 		return err
 	}
 	return a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+		if sw, ok := be.(*rules.Switch); ok {
+			sw.Sweep = ev.Command == "baseline"
+		}
 		tunnels, err := nextTunnels(ctx, be, cfg, ev)
 		if err != nil {
 			return err

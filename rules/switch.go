@@ -15,6 +15,10 @@ type Switch struct {
 	// Others open the other backends; one that cannot be opened (not
 	// installed, not supported by the kernel) holds nothing.
 	Others []func(context.Context) (Backend, error)
+	// Sweep makes every apply look for the others' rules, not only the
+	// first apply of the chosen backend: baseline sets it, which is how
+	// an administrator clears what a failed switch left behind.
+	Sweep bool
 	// chosenPresent is what Chosen.Present said before the first change.
 	chosenPresent *bool
 }
@@ -84,10 +88,9 @@ func (s *Switch) Present(ctx context.Context) (bool, error) {
 }
 
 // Apply implements Backend: the chosen backend first, then the others'
-// rules removed. Looking for them costs a read of each other backend, so
-// it is skipped when a tunnel comes up on an armed host: the hot path of
-// the hook. A switch is found at the first apply, boot and every change
-// to the blocked state.
+// rules removed. Looking for them costs a read of each other backend (for
+// iptables, processes), so up and down on an armed host skip it: a switch
+// is found at the first apply of the chosen backend, and by baseline.
 func (s *Switch) Apply(ctx context.Context, rs *Ruleset) error {
 	p, err := s.present(ctx)
 	if err != nil {
@@ -98,7 +101,7 @@ func (s *Switch) Apply(ctx context.Context, rs *Ruleset) error {
 	}
 	t := true
 	s.chosenPresent = &t
-	if p && len(rs.Tunnels) > 0 {
+	if p && !s.Sweep {
 		return nil
 	}
 	return s.retire(ctx)

@@ -96,20 +96,23 @@ func TestSwitchKeepsOldRulesWhenApplyFails(t *testing.T) {
 	}
 }
 
-// Bringing a tunnel up on an armed host does not look at the other backend:
-// that read would cost the hot path.
+// up and down on an armed host do not look at the other backend: that read
+// would cost the hot path. baseline does.
 func TestSwitchHotPathSkipsOthers(t *testing.T) {
 	var journal []string
 	nft := &switchFake{name: "nft", journal: &journal, present: true}
 	ipt := &switchFake{name: "ipt", journal: &journal}
-	if err := newSwitch(nft, ipt).Apply(context.Background(), rules.Policy(switchCfg, []string{"tun0"})); err != nil {
-		t.Fatal(err)
+	for _, tunnels := range [][]string{{"tun0"}, nil} {
+		if err := newSwitch(nft, ipt).Apply(context.Background(), rules.Policy(switchCfg, tunnels)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if ipt.presence != 0 {
-		t.Errorf("up on an armed host asked the other backend %d times", ipt.presence)
+		t.Errorf("up and down on an armed host asked the other backend %d times", ipt.presence)
 	}
-	// The blocked state (baseline, boot, the last down) does look.
-	if err := newSwitch(nft, ipt).Apply(context.Background(), rules.Policy(switchCfg, nil)); err != nil {
+	s := newSwitch(nft, ipt)
+	s.Sweep = true
+	if err := s.Apply(context.Background(), rules.Policy(switchCfg, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if ipt.presence != 1 {
@@ -125,6 +128,7 @@ func TestSwitchLeftovers(t *testing.T) {
 	nft := &switchFake{name: "nft", journal: &journal, present: true}
 	ipt := &switchFake{name: "ipt", journal: &journal, present: true, disarmErr: errors.New("busy")}
 	s := newSwitch(nft, ipt)
+	s.Sweep = true
 	if err := s.Check(ctx, rules.Policy(switchCfg, nil)); err == nil || !strings.Contains(err.Error(), "remain in ipt") {
 		t.Errorf("check with leftovers: %v", err)
 	}

@@ -46,6 +46,7 @@ func TestKernel(t *testing.T) {
 		{"PPTP", testPPTP, false},
 		{"PPPHooks", testPPPHooks, false},
 		{"SwitchBackends", testSwitchBackends, false},
+		{"ServerICMPErrors", testServerICMPErrors, false},
 		{"OtherFirewallsAccept", testOtherFirewalls, true},
 		{"RulesetFlushed", testRulesetFlushed, true},
 		{"DormantTable", testDormantTable, true},
@@ -879,4 +880,19 @@ func testIPv6Tunnel(t *testing.T, fl flavour) {
 	tp.unreachableFromPeer("[2001:db8:2:0::2]:22")
 	tp.apply("down", "--dev", "tun0")
 	tp.rejected("udp", to)
+}
+
+// testServerICMPErrors: the server's own ICMP errors about the VPN client's
+// flows come in, so a client whose server port is closed learns it at once
+// (port unreachable, ECONNREFUSED) instead of waiting for a timeout.
+func testServerICMPErrors(t *testing.T, fl flavour) {
+	tp := newTopo(t, fl, "VPNFW_SERVERS="+serverIP+" "+server6, "VPNFW_SERVER_PORTS=udp/1194 udp/1195", "VPNFW_VPN_MARK="+vpnMark)
+	tp.apply("baseline")
+	for _, to := range []string{serverIP + ":1195", "[" + server6 + "]:1195"} {
+		// Nothing listens on 1195 at the server.
+		if r := tp.send(tp.host, "udp", to, "-mark", vpnMark, "-timeout", "3s"); r.OK || r.Stage != "read" || !strings.Contains(r.Err, "refused") || r.Ms > 1500 {
+			t.Errorf("marked udp to the closed server port %s: want the server's port unreachable at once, got %v", to, r)
+		}
+	}
+	tp.pass("udp", server1194, "-mark", vpnMark)
 }

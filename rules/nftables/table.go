@@ -417,9 +417,20 @@ func l4Groups(fam rules.Family, r rules.Rule) ([]l4Group, error) {
 		g.entries = append(g.entries, l)
 		g.keys = append(g.keys, key)
 	}
-	out := make([]l4Group, 0, len(order))
+	out := make([]l4Group, 0, len(order)+1)
 	for _, sh := range order {
 		out = append(out, *groups[sh])
+	}
+	if r.CtOriginal {
+		// The flows' ICMP errors from the same addresses (a server's port
+		// unreachable): the tuple they belong to is one of the flows
+		// above, which the reply direction and the source stand for.
+		icmp := byte(unix.IPPROTO_ICMP)
+		if fam == rules.IPv6 {
+			icmp = unix.IPPROTO_ICMPV6
+		}
+		out = append(out, l4Group{entries: []rules.L4{{}}, keys: [][][]byte{{{icmp}}}, types: []gnft.SetDatatype{gnft.TypeInetProto},
+			loads: []func(uint32) expr.Any{func(reg uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg} }}})
 	}
 	return out, nil
 }

@@ -304,7 +304,7 @@ func ctName(c *expr.Ct) (string, bool) {
 	return name, ok
 }
 
-var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_ICMPV6: "ipv6-icmp", unix.IPPROTO_GRE: "gre"}
+var protoNames = map[byte]string{unix.IPPROTO_ICMP: "icmp", unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_ICMPV6: "ipv6-icmp", unix.IPPROTO_GRE: "gre"}
 
 // valueText prints a compared value the way its load reads; a value of an
 // unexpected length prints in hex.
