@@ -210,7 +210,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
 	var queued bool
-	if live != nil && slices.Equal(live.lines(false), want.lines(false)) {
+	if live != nil && live.sameBut(want, TunnelSet) {
 		queued, err = queueTunnels(c, b.tableRef(), live.set(TunnelSet), want.set(TunnelSet))
 	} else {
 		queued, err = true, queueTable(c, b.tableRef(), want)

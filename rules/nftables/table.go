@@ -9,7 +9,6 @@ package nftables
 
 import (
 	"fmt"
-	"math/big"
 	"net/netip"
 	"slices"
 
@@ -311,34 +310,36 @@ func intervalElements(fam rules.Family, prefixes []netip.Prefix) ([]gnft.SetElem
 	if fam == rules.IPv6 {
 		bits = 128
 	}
-	type span struct{ lo, hi *big.Int } // hi is exclusive
-	var spans []span
+	type span struct{ lo, last netip.Addr } // last is inclusive
+	spans := make([]span, 0, len(prefixes))
 	for _, p := range prefixes {
 		if p.Addr().BitLen() != bits {
 			return nil, fmt.Errorf("%s is not an %s prefix", p, fam)
 		}
 		p = p.Masked()
-		lo := new(big.Int).SetBytes(p.Addr().AsSlice())
-		size := new(big.Int).Lsh(big.NewInt(1), uint(bits-p.Bits()))
-		spans = append(spans, span{lo, new(big.Int).Add(lo, size)})
+		spans = append(spans, span{p.Addr(), lastAddr(p)})
 	}
-	slices.SortFunc(spans, func(a, b span) int { return a.lo.Cmp(b.lo) })
+	slices.SortFunc(spans, func(a, b span) int { return a.lo.Compare(b.lo) })
 	var merged []span
 	for _, s := range spans {
-		if n := len(merged); n > 0 && s.lo.Cmp(merged[n-1].hi) <= 0 {
-			if s.hi.Cmp(merged[n-1].hi) > 0 {
-				merged[n-1].hi = s.hi
+		if n := len(merged); n > 0 {
+			// Overlapping or adjacent: the kernel wants one range. A range
+			// that reaches the top takes everything after it.
+			m := &merged[n-1]
+			if next := m.last.Next(); !next.IsValid() || s.lo.Compare(next) <= 0 {
+				if s.last.Compare(m.last) > 0 {
+					m.last = s.last
+				}
+				continue
 			}
-			continue
 		}
 		merged = append(merged, s)
 	}
-	top := new(big.Int).Lsh(big.NewInt(1), uint(bits))
-	var out []gnft.SetElement
+	out := make([]gnft.SetElement, 0, 2*len(merged))
 	for _, s := range merged {
-		out = append(out, gnft.SetElement{Key: s.lo.FillBytes(make([]byte, bits/8))})
-		if s.hi.Cmp(top) < 0 {
-			out = append(out, gnft.SetElement{Key: s.hi.FillBytes(make([]byte, bits/8)), IntervalEnd: true})
+		out = append(out, gnft.SetElement{Key: s.lo.AsSlice()})
+		if end := s.last.Next(); end.IsValid() {
+			out = append(out, gnft.SetElement{Key: end.AsSlice(), IntervalEnd: true})
 		}
 	}
 	return out, nil

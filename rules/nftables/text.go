@@ -51,9 +51,46 @@ func (t *table) Text() string {
 	return b.String()
 }
 
+// sameBut reports whether t and o differ in nothing but the elements of
+// set except: the question every up and down asks, so the named sets,
+// which may hold many thousand addresses, are compared as bytes rather
+// than as text.
+func (t *table) sameBut(o *table, except string) bool {
+	if !slices.Equal(t.lines(false), o.lines(false)) {
+		return false
+	}
+	for _, s := range t.sets {
+		if s.anonymous || s.name == except {
+			continue
+		}
+		if os := o.set(s.name); os == nil || !slices.EqualFunc(sortedElems(s.elems), sortedElems(os.elems), elemEqual) {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedElems(elems []gnft.SetElement) []gnft.SetElement {
+	return slices.SortedFunc(slices.Values(elems), func(a, b gnft.SetElement) int {
+		if c := bytes.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		return cmpBool(a.IntervalEnd, b.IntervalEnd)
+	})
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 // lines renders the table a line per set, chain header and rule, sets and
-// chains by name; without elements, the tunnel set's elements are left out,
-// which is the part of the table that up and down change.
+// chains by name; without elements, the named sets' elements are left out.
 func (t *table) lines(elements bool) []string {
 	var out []string
 	if t.flags != 0 {
@@ -66,7 +103,7 @@ func (t *table) lines(elements bool) []string {
 		if s.interval {
 			l += " flags interval;"
 		}
-		if elements || s.name != TunnelSet {
+		if elements {
 			l += " elements = " + elemsText(s) + ";"
 		}
 		out = append(out, l+" }")
