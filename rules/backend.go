@@ -44,3 +44,15 @@ type Counter struct {
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 }
+
+// LiveState is the state a backend reads back: disarmed unless every packet
+// meets the project's rules, else connected while a tunnel is allowed.
+func LiveState(armed bool, tunnels []string) State {
+	switch {
+	case !armed:
+		return Disarmed
+	case len(tunnels) > 0:
+		return Connected
+	}
+	return Blocked
+}

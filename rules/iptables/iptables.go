@@ -428,14 +428,7 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 		return nil, err
 	}
 	st.Tunnels = append(st.Tunnels, tunnels...)
-	switch {
-	case !st.Armed:
-		st.State = rules.Disarmed
-	case len(tunnels) > 0:
-		st.State = rules.Connected
-	default:
-		st.State = rules.Blocked
-	}
+	st.State = rules.LiveState(st.Armed, tunnels)
 	return st, nil
 }
 

@@ -197,11 +197,7 @@ func readTable(c Conn) (*table, error) {
 // same batch: the kernel switches from the old to the new table at once).
 // The same state applied again sends nothing.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
-	want, err := build(rs)
-	if err != nil {
-		return err
-	}
-	live, err := b.read()
+	want, live, err := b.wantAndLive(rs)
 	if err != nil {
 		return err
 	}
@@ -230,6 +226,17 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) error {
 		return fmt.Errorf("the kernel refused the batch, so nothing of it was applied: %w", err)
 	}
 	return nil
+}
+
+// wantAndLive builds the table rs becomes and reads the live one.
+func (b *Backend) wantAndLive(rs *rules.Ruleset) (want, live *table, err error) {
+	if want, err = build(rs); err != nil {
+		return nil, nil, err
+	}
+	if live, err = b.read(); err != nil {
+		return nil, nil, err
+	}
+	return want, live, nil
 }
 
 // queueTunnels queues the changes of the tunnel set's elements.
@@ -392,11 +399,7 @@ func (b *Backend) Present(ctx context.Context) (bool, error) {
 // Check implements rules.Backend: the live table, rendered, must equal the
 // desired one line for line.
 func (b *Backend) Check(ctx context.Context, rs *rules.Ruleset) error {
-	want, err := build(rs)
-	if err != nil {
-		return err
-	}
-	live, err := b.read()
+	want, live, err := b.wantAndLive(rs)
 	if err != nil {
 		return err
 	}
@@ -473,14 +476,7 @@ func (b *Backend) Status(ctx context.Context) (*rules.Status, error) {
 		return nil, err
 	}
 	st.Tunnels = append(st.Tunnels, tunnels...)
-	switch {
-	case !st.Armed:
-		st.State = rules.Disarmed
-	case len(tunnels) > 0:
-		st.State = rules.Connected
-	default:
-		st.State = rules.Blocked
-	}
+	st.State = rules.LiveState(st.Armed, tunnels)
 	return st, nil
 }
 
