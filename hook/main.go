@@ -65,11 +65,15 @@ type app struct {
 	newBackend   func(cfg *rules.Config) (rules.Backend, error)
 	nftSupported func() (bool, error)
 	lockPath     string
+	// armedPath exists while vpnfw is armed: applied since boot and not
+	// disarmed. After another tool flushed the ruleset the kernel no longer
+	// tells, and nftables.service's drop-in re-arms vpnfw only if it was.
+	armedPath string
 }
 
 func main() {
 	a := &app{stdout: os.Stdout, stderr: os.Stderr, getenv: os.LookupEnv,
-		nftSupported: nftables.Supported, lockPath: "/run/vpnfw.lock"}
+		nftSupported: nftables.Supported, lockPath: "/run/vpnfw.lock", armedPath: "/run/vpnfw.armed"}
 	a.newBackend = a.systemBackend
 	os.Exit(a.run(os.Args[1:]))
 }
@@ -256,6 +260,7 @@ func (a *app) lockdown(cause error) error {
 		if err := be.Apply(ctx, rs); err != nil {
 			return fmt.Errorf("applying the lockdown with %s: %w", be.Name(), err)
 		}
+		a.markArmed(true)
 		a.log.Warn().Str("event", "baseline --boot").Str("state", "lockdown").Str("backend", be.Name()).Strs("tunnels", rs.Tunnels).
 			Str("took", time.Since(start).Round(10*time.Microsecond).String()).
 			Msg("lockdown applied: only loopback passes until the configuration is fixed and vpnfw-hook baseline runs")
@@ -303,6 +308,7 @@ func (a *app) applyEvent(ev Event) error {
 		if err := be.Apply(ctx, rs); err != nil {
 			return fmt.Errorf("applying the %s state with %s: %w; the host stays at least as closed as before", rs.State, be.Name(), err)
 		}
+		a.markArmed(true)
 		a.log.Info().Str("event", ev.Command).Str("state", string(rs.State)).Str("backend", be.Name()).
 			Str("dev", ev.Dev).Strs("tunnels", rs.Tunnels).Str("took", time.Since(start).Round(10*time.Microsecond).String()).Msg("applied")
 		return nil
@@ -324,6 +330,21 @@ func (a *app) locked(cfg *rules.Config, fn func(context.Context, rules.Backend) 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return fn(ctx, be)
+}
+
+// markArmed creates or removes armedPath. Failing to is logged, not fatal:
+// the rules are what protects the host, and without root (the VPN client's
+// user) /run is not writable; the boot path runs as root and sets it.
+func (a *app) markArmed(armed bool) {
+	var err error
+	if armed {
+		err = os.WriteFile(a.armedPath, nil, 0o644)
+	} else if err = os.Remove(a.armedPath); errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		a.log.Debug().Err(err).Msg("cannot record whether vpnfw is armed")
+	}
 }
 
 // nextTunnels is the set of tunnels allowed after ev: the live ones, plus or
@@ -547,6 +568,7 @@ func (a *app) cmdDisarm(args []string) error {
 		if err := be.Disarm(ctx); err != nil {
 			return fmt.Errorf("disarming %s: %w", be.Name(), err)
 		}
+		a.markArmed(false)
 		a.log.Warn().Str("backend", be.Name()).Msg("disarmed: every vpnfw rule is removed and traffic is no longer forced through the VPN")
 		return nil
 	})

@@ -144,7 +144,8 @@ func (h *harness) run(args ...string) int {
 			}
 			return true, nil
 		},
-		lockPath: filepath.Join(h.dir, "vpnfw.lock"),
+		lockPath:  filepath.Join(h.dir, "vpnfw.lock"),
+		armedPath: filepath.Join(h.dir, "vpnfw.armed"),
 	}
 	return a.run(args)
 }
@@ -786,5 +787,40 @@ func TestRenderBackends(t *testing.T) {
 	h.expect(2, "--config", h.cfgPath, "render", "--backend", "pf")
 	if h.backendCalls != 0 {
 		t.Errorf("render created a backend %d times", h.backendCalls)
+	}
+}
+
+// The armed marker follows what was applied: set by every apply, the boot
+// lockdown included, removed by disarm, untouched by what changes nothing.
+func TestArmedMarker(t *testing.T) {
+	h := newHarness(t, testConfig)
+	marker := filepath.Join(h.dir, "vpnfw.armed")
+	armed := func() bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	}
+	h.expect(0, "--config", h.cfgPath, "render")
+	h.expect(0, "--config", h.cfgPath, "check")
+	if armed() {
+		t.Fatal("render or check marked vpnfw armed")
+	}
+	h.expect(0, "--config", h.cfgPath, "up", "--dev", "tun0")
+	if !armed() {
+		t.Fatal("up did not mark vpnfw armed")
+	}
+	h.expect(0, "--config", h.cfgPath, "disarm", "--yes")
+	if armed() {
+		t.Fatal("disarm left the marker")
+	}
+	h.be.applyErr = errors.New("refused")
+	h.expect(1, "--config", h.cfgPath, "baseline")
+	if armed() {
+		t.Fatal("a failed apply marked vpnfw armed")
+	}
+	h.be.applyErr = nil
+	h.writeConfig("VPNFW_SERVERS=nonsense\n")
+	h.expect(2, "--config", h.cfgPath, "baseline", "--boot")
+	if !armed() {
+		t.Fatal("the boot lockdown did not mark vpnfw armed")
 	}
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs vpnfw: the binary, a commented configuration (never overwriting an
-# existing one), the netfilter-persistent plugin, the systemd unit, the PPP
-# hooks, the man page and the examples. It applies no firewall rule and
-# starts nothing: it prints the next steps.
+# existing one), the netfilter-persistent plugin, the systemd unit, the
+# drop-in for nftables.service, the PPP hooks, the man page and the examples.
+# It applies no firewall rule and starts nothing: it prints the next steps.
 #
 #   sudo scripts/install.sh                    build with Go, install under /usr/local
 #   sudo scripts/install.sh --uninstall        remove it again (the configuration stays)
@@ -80,6 +80,8 @@ hook=$bindir/vpnfw-hook
 config=$sysconfdir/vpn-firewall/vpnfw.env
 plugin=$plugindir/60-vpn-firewall
 unit=$unitdir/vpnfw-baseline.service
+# Re-arms vpnfw after nftables.service flushed the ruleset.
+nftdropin=$unitdir/nftables.service.d/vpnfw.conf
 ipup=$sysconfdir/ppp/ip-up.d/vpnfw
 ipdown=$sysconfdir/ppp/ip-down.d/vpnfw
 nmscript=$sysconfdir/NetworkManager/dispatcher.d/90-vpnfw
@@ -107,7 +109,7 @@ if [ "$uninstall" = yes ]; then
 	if [ -z "$destdir" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 		systemctl disable vpnfw-baseline.service 2>/dev/null || true
 	fi
-	for f in "$hook" "$plugin" "$unit" "$ipup" "$ipdown" "$man" "$examples/wg0.conf" "$examples/90-vpnfw-networkmanager" \
+	for f in "$hook" "$plugin" "$unit" "$nftdropin" "$ipup" "$ipdown" "$man" "$examples/wg0.conf" "$examples/90-vpnfw-networkmanager" \
 		"${openvpn_examples[@]/#/$examples/openvpn/}"; do
 		if [ -e "$destdir$f" ]; then
 			rm -f "$destdir$f"
@@ -119,6 +121,7 @@ if [ "$uninstall" = yes ]; then
 		rm -f "$destdir$nmscript"
 		echo "  removed $nmscript"
 	fi
+	rmdir "$destdir$(dirname "$nftdropin")" 2>/dev/null || true
 	rmdir "$destdir$examples/openvpn/openvpn-client@.service.d" "$destdir$examples/openvpn" "$destdir$examples" \
 		"$destdir$prefix/share/doc/vpnfw" 2>/dev/null || true
 	if [ -z "$destdir" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
@@ -137,6 +140,7 @@ EOF
 fi
 
 for f in scripts/netfilter-persistent/60-vpn-firewall scripts/systemd/vpnfw-baseline.service \
+	scripts/systemd/nftables.service.d/vpnfw.conf \
 	scripts/ppp/vpnfw scripts/networkmanager/90-vpnfw \
 	scripts/wireguard/wg0.conf scripts/vpnfw.env scripts/man/vpnfw-hook.8; do
 	[ -f "$f" ] || die "$f is missing: run install.sh from a complete vpnfw source tree"
@@ -161,6 +165,7 @@ mv -f "$destdir$hook.vpnfw-new" "$destdir$hook"
 echo "  $hook"
 put scripts/netfilter-persistent/60-vpn-firewall "$plugin" 0755
 put scripts/systemd/vpnfw-baseline.service "$unit" 0644
+put scripts/systemd/nftables.service.d/vpnfw.conf "$nftdropin" 0644
 put scripts/ppp/vpnfw "$ipup" 0755
 put scripts/ppp/vpnfw "$ipdown" 0755
 put scripts/man/vpnfw-hook.8 "$man" 0644
@@ -199,7 +204,9 @@ vpnfw is installed; nothing was applied to this machine's firewall. Next:
      $(dirname "$ipup"); WireGuard: $examples/wg0.conf;
      NetworkManager: install.sh --networkmanager
   4. Arm it at boot:  systemctl enable vpnfw-baseline.service
-     (or netfilter-persistent, which runs $plugin)
+     (or netfilter-persistent, which runs $plugin; with nftables.service
+     enabled, its drop-in $nftdropin
+     arms vpnfw whenever nftables.service starts, reloads or stops)
   5. Arm it now (over SSH only with your network in VPNFW_LAN):
      $hook --config $config baseline
      and look:  $hook --config $config status   (or: nft list table inet vpnfw)

@@ -5,11 +5,13 @@
 #     and --help name every command, flag of render and configuration key
 #   - install.sh into DESTDIRs: files, modes, paths, an existing configuration
 #     kept, --networkmanager, --enable, --uninstall
-#   - the systemd unit passes systemd-analyze verify
+#   - the systemd unit, and the drop-in for nftables.service with a stub
+#     nftables.service, pass systemd-analyze verify
 #   - the Debian package: contents, control, conffiles, md5sums, lintian, the
 #     unit and man page inside it
 #   - as root, in network namespaces it creates: the netfilter-persistent
-#     plugin and the unit's boot path (lockdown included), the NetworkManager
+#     plugin and the unit's boot path (lockdown included), the drop-in for
+#     nftables.service after nftables.service's flushes, the NetworkManager
 #     dispatcher script, the wg-quick example, and the package's maintainer
 #     scripts, which must change nothing
 # The plugin and the boot path run with the default backend (auto: nftables
@@ -207,6 +209,7 @@ test_install() {
 		cat <<'EOF'
 /etc/ppp/ip-down.d/vpnfw 755
 /etc/ppp/ip-up.d/vpnfw 755
+/etc/systemd/system/nftables.service.d/vpnfw.conf 644
 /etc/systemd/system/vpnfw-baseline.service 644
 /etc/vpn-firewall/vpnfw.env 600
 /usr/local/bin/vpnfw-hook 755
@@ -234,6 +237,7 @@ EOF
 	check "install.sh: the commented configuration" cmp scripts/vpnfw.env "$d/etc/vpn-firewall/vpnfw.env"
 	check "install.sh: the plugin with the default paths" cmp scripts/netfilter-persistent/60-vpn-firewall "$d/usr/share/netfilter-persistent/plugins.d/60-vpn-firewall"
 	check "install.sh: the unit with the default paths" cmp scripts/systemd/vpnfw-baseline.service "$d/etc/systemd/system/vpnfw-baseline.service"
+	check "install.sh: the nftables.service drop-in with the default paths" cmp scripts/systemd/nftables.service.d/vpnfw.conf "$d/etc/systemd/system/nftables.service.d/vpnfw.conf"
 	check "install.sh: ip-up.d with the default paths" cmp scripts/ppp/vpnfw "$d/etc/ppp/ip-up.d/vpnfw"
 
 	# An existing configuration is never overwritten.
@@ -249,7 +253,8 @@ EOF
 	# The package's layout, with the final paths in every script.
 	local p=$work/pkg
 	expect_rc 0 "install.sh: --prefix /usr --bindir /usr/sbin" env DESTDIR="$p" scripts/install.sh --binary "$hook" --prefix /usr --bindir /usr/sbin
-	for f in /lib/systemd/system/vpnfw-baseline.service /usr/share/netfilter-persistent/plugins.d/60-vpn-firewall /etc/ppp/ip-up.d/vpnfw /etc/ppp/ip-down.d/vpnfw; do
+	for f in /lib/systemd/system/vpnfw-baseline.service /lib/systemd/system/nftables.service.d/vpnfw.conf \
+		/usr/share/netfilter-persistent/plugins.d/60-vpn-firewall /etc/ppp/ip-up.d/vpnfw /etc/ppp/ip-down.d/vpnfw; do
 		if grep -q /usr/sbin/vpnfw-hook "$p$f" && ! grep -q /usr/local/bin/vpnfw-hook "$p$f"; then
 			ok "install.sh --prefix /usr: $f names /usr/sbin/vpnfw-hook"
 		else
@@ -266,6 +271,7 @@ EOF
 	has "install.sh --uninstall: says the rules stay" "$out" "fail closed"
 	got=$(files_under "$n")
 	if [ "$got" = /etc/vpn-firewall/vpnfw.env ]; then ok "install.sh --uninstall: only the configuration is left"; else bad "install.sh --uninstall left: $got"; fi
+	if [ ! -e "$n/etc/systemd/system/nftables.service.d" ]; then ok "install.sh --uninstall: removes the empty nftables.service.d"; else bad "install.sh --uninstall left nftables.service.d"; fi
 
 	# Refusals.
 	expect_rc 2 "install.sh: --enable does not go with DESTDIR" env DESTDIR="$work/x" scripts/install.sh --binary "$hook" --enable
@@ -322,6 +328,66 @@ test_unit() {
 	else
 		skip "unit: systemd-analyze is missing"
 	fi
+	test_dropin_file "$r"
+}
+
+# The drop-in's commands, with the paths of an installation.
+DROPIN_KEYS=(ExecStartPost ExecReload ExecStopPost)
+# dropin_line HOOK CONFIG: the command each of DROPIN_KEYS runs.
+dropin_line() {
+	echo "-/bin/sh -c 'test -e /run/vpnfw.armed || exit 0; $1 --config $2 check >/dev/null 2>&1 || exec $1 --config $2 baseline --boot'"
+}
+
+# test_dropin_file DIR: the drop-in for nftables.service that runnable_install
+# put into DIR/unit: three commands after nftables.service's own, nothing else.
+test_dropin_file() {
+	local r=$1 dropin key settings
+	dropin=$r/unit/nftables.service.d/vpnfw.conf
+	for key in "${DROPIN_KEYS[@]}"; do
+		if grep -qFx "$key=$(dropin_line "$r/usr/bin/vpnfw-hook" "$r/etc/vpn-firewall/vpnfw.env")" "$dropin"; then
+			ok "nftables.service drop-in: $key= re-arms vpnfw unless check passes, failures ignored"
+		else
+			bad "nftables.service drop-in: no $key= line as expected in: $(cat "$dropin")"
+		fi
+	done
+	settings=$(grep -v -e '^#' -e '^$' "$dropin" | sed 's/=.*//' | tr '\n' ' ')
+	if [ "$settings" = "[Service] ExecStartPost ExecReload ExecStopPost " ]; then
+		ok "nftables.service drop-in: sets nothing else (no ordering, no reset of the unit's own commands)"
+	else
+		bad "nftables.service drop-in: sets $settings"
+	fi
+	verify_dropin "nftables.service drop-in" "$dropin"
+}
+
+# verify_dropin DESC FILE: systemd-analyze verify of a stub nftables.service
+# (Debian's commands, behind /bin/true) with FILE as its drop-in; first with a
+# misspelt key, to show that verify reads the drop-in at all.
+verify_dropin() {
+	local desc=$1 v
+	if ! have systemd-analyze; then
+		skip "$desc: systemd-analyze is missing"
+		return
+	fi
+	v=$(mktemp -d "$work/verify.XXXXXX")
+	mkdir "$v/nftables.service.d"
+	cat >"$v/nftables.service" <<'EOF'
+[Unit]
+Description=stub of Debian's nftables.service
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true /usr/sbin/nft -f /etc/nftables.conf
+ExecReload=/bin/true /usr/sbin/nft -f /etc/nftables.conf
+ExecStop=/bin/true /usr/sbin/nft flush ruleset
+EOF
+	sed 's/^ExecReload=/ExecRelaod=/' "$2" >"$v/nftables.service.d/vpnfw.conf"
+	out=$(systemd-analyze verify "$v/nftables.service" 2>&1)
+	has "$desc: systemd-analyze verify reads it (a misspelt key is reported)" "$out" "Unknown key"
+	cp "$2" "$v/nftables.service.d/vpnfw.conf"
+	expect_rc 0 "$desc: systemd-analyze verify with a stub nftables.service" systemd-analyze verify "$v/nftables.service"
+	if [ -z "$out" ]; then ok "$desc: systemd-analyze verify says nothing"; else bad "$desc: systemd-analyze verify: $out"; fi
 }
 
 # --- Debian package ---------------------------------------------------------
@@ -343,6 +409,7 @@ test_deb() {
 	want=$(
 		cat <<'EOF'
 -rw------- root/root ./etc/vpn-firewall/vpnfw.env
+-rw-r--r-- root/root ./lib/systemd/system/nftables.service.d/vpnfw.conf
 -rw-r--r-- root/root ./lib/systemd/system/vpnfw-baseline.service
 -rw-r--r-- root/root ./usr/share/doc/vpnfw/changelog.gz
 -rw-r--r-- root/root ./usr/share/doc/vpnfw/copyright
@@ -381,7 +448,8 @@ EOF
 	check "package: md5sums match" sh -c "cd '$x' && md5sum --quiet -c DEBIAN/md5sums"
 	check "package: the binary runs" "$x/usr/sbin/vpnfw-hook" version
 	check "package: the shipped configuration" cmp scripts/vpnfw.env "$x/etc/vpn-firewall/vpnfw.env"
-	for f in usr/share/netfilter-persistent/plugins.d/60-vpn-firewall etc/ppp/ip-up.d/vpnfw etc/ppp/ip-down.d/vpnfw lib/systemd/system/vpnfw-baseline.service; do
+	for f in usr/share/netfilter-persistent/plugins.d/60-vpn-firewall etc/ppp/ip-up.d/vpnfw etc/ppp/ip-down.d/vpnfw lib/systemd/system/vpnfw-baseline.service \
+		lib/systemd/system/nftables.service.d/vpnfw.conf; do
 		if grep -q /usr/sbin/vpnfw-hook "$x/$f" && ! grep -q /usr/local/bin/vpnfw-hook "$x/$f"; then ok "package: $f names /usr/sbin/vpnfw-hook"; else bad "package: $f does not name /usr/sbin/vpnfw-hook"; fi
 	done
 	if have groff; then
@@ -394,6 +462,7 @@ EOF
 		mkdir -p "$x/check"
 		sed "s|/usr/sbin/vpnfw-hook|$x/usr/sbin/vpnfw-hook|" "$x/lib/systemd/system/vpnfw-baseline.service" >"$x/check/vpnfw-baseline.service"
 		expect_rc 0 "package: its unit passes systemd-analyze verify" env MANPATH="$x/usr/share/man" systemd-analyze verify "$x/check/vpnfw-baseline.service"
+		verify_dropin "package: its nftables.service drop-in" "$x/lib/systemd/system/nftables.service.d/vpnfw.conf"
 	fi
 	for s in postinst prerm postrm; do
 		if [ "$(mode_of "$x/DEBIAN/$s")" = 755 ] && head -n 1 "$x/DEBIAN/$s" | grep -q '^#!/bin/sh'; then ok "package: $s is an executable sh script"; else bad "package: $s"; fi
@@ -555,6 +624,118 @@ test_plugin_and_boot() {
 	plugin_pass auto
 }
 
+# dropin_argv DROPIN KEY: the command line of KEY= in DROPIN split as systemd
+# splits it, in $argv, without the leading "-" (failure ignored), which it
+# must have. It takes the form /bin/sh -c 'SCRIPT' only.
+argv=()
+dropin_argv() {
+	local line
+	line=$(sed -n "s/^$2=//p" "$1")
+	argv=()
+	case $line in
+	-*) line=${line#-} ;;
+	*) return 1 ;;
+	esac
+	[[ $line =~ ^(/[^\ \']+)\ -c\ \'([^\']*)\'$ ]] || return 1
+	argv=("${BASH_REMATCH[1]}" -c "${BASH_REMATCH[2]}")
+}
+
+# dropin_pass BACKEND: vpnfw armed with BACKEND (auto: as shipped, or
+# iptables) in a namespace of its own; then nftables.service's start, reload
+# and stop with Debian's /etc/nftables.conf, each followed by the drop-in's
+# command as systemd runs it.
+dropin_pass() {
+	local backend=$1 ns key flush what conf=$work/nftables.conf
+	local ih=$DROPIN_R/usr/bin/vpnfw-hook cfg=$DROPIN_R/etc/vpn-firewall/vpnfw.env dropin=$DROPIN_R/unit/nftables.service.d/vpnfw.conf
+	local good=("VPNFW_SERVERS=192.0.2.1" "VPNFW_VPN_MARK=119") want=nftables before
+	if [ "$backend" = iptables ]; then
+		good+=("VPNFW_BACKEND=iptables")
+		want=iptables
+	fi
+	# Debian's /etc/nftables.conf, as the nftables package ships it.
+	cat >"$conf" <<'EOF'
+#!/usr/sbin/nft -f
+
+flush ruleset
+
+table inet filter {
+	chain input {
+		type filter hook input priority filter;
+	}
+	chain forward {
+		type filter hook forward priority filter;
+	}
+	chain output {
+		type filter hook output priority filter;
+	}
+}
+EOF
+	new_ns "dropin-$backend"
+	ns=$NS
+	write_config "$cfg" "${good[@]}"
+	expect_rc 0 "drop-in ($backend): vpnfw armed first" in_ns "$ns" "$ih" --config "$cfg" baseline
+	for key in "${DROPIN_KEYS[@]}"; do
+		if dropin_argv "$dropin" "$key"; then
+			ok "drop-in: $key= is /bin/sh -c '...', its failure ignored"
+		else
+			bad "drop-in: $key= is not -/bin/sh -c '...': $(grep "^$key=" "$dropin")"
+			continue
+		fi
+		flush=(nft -f "$conf") what="nft -f /etc/nftables.conf" # ExecStart=, ExecReload=
+		if [ "$key" = ExecStopPost ]; then flush=(nft flush ruleset) what="nft flush ruleset"; fi
+		expect_rc 0 "drop-in ($backend): nftables.service's $what (before $key)" in_ns "$ns" "${flush[@]}"
+		expect_rc 1 "drop-in ($backend): after $what, check fails (vpnfw's rules are gone)" in_ns "$ns" "$ih" --config "$cfg" check
+		expect_rc 0 "drop-in ($backend): $key" in_ns "$ns" "${argv[@]}"
+		expect_rc 0 "drop-in ($backend): after $key, check passes" in_ns "$ns" "$ih" --config "$cfg" check
+		armed_with "$ns" "drop-in $key ($backend)" "$want"
+		if [ "$key" != ExecStopPost ]; then
+			check "drop-in ($backend): after $key, /etc/nftables.conf's table is still there" in_ns "$ns" nft list table inet filter
+		fi
+	done
+
+	# Intact rules are left alone: a tunnel survives, the rules are the same.
+	dropin_argv "$dropin" ExecReload
+	expect_rc 0 "drop-in ($backend): up --dev tun0" in_ns "$ns" "$ih" --config "$cfg" up --dev tun0
+	before=$(ruleset "$ns")
+	expect_rc 0 "drop-in ($backend): ExecReload with vpnfw's rules intact" in_ns "$ns" "${argv[@]}"
+	if [ "$(ruleset "$ns")" = "$before" ]; then ok "drop-in ($backend): intact rules are left as they are"; else bad "drop-in ($backend): changed intact rules"; fi
+	if [ "$(state "$ns" "$ih" "$cfg")" = "connected tun0" ]; then ok "drop-in ($backend): tun0 stays allowed"; else bad "drop-in ($backend): state $(state "$ns" "$ih" "$cfg")"; fi
+	# After a flush the tunnel is blocked until its VPN comes up again.
+	expect_rc 0 "drop-in ($backend): nft -f with tun0 up" in_ns "$ns" nft -f "$conf"
+	expect_rc 0 "drop-in ($backend): ExecReload after the flush" in_ns "$ns" "${argv[@]}"
+	if [ "$(state "$ns" "$ih" "$cfg")" = "blocked " ]; then ok "drop-in ($backend): after a flush, blocked: tun0 waits for the next up"; else bad "drop-in ($backend): after a flush, state $(state "$ns" "$ih" "$cfg")"; fi
+
+	# Disarmed on purpose: a flush leaves it so (vpnfw-hook disarm removed
+	# /run/vpnfw.armed, which every apply creates).
+	expect_rc 0 "drop-in ($backend): disarm --yes" in_ns "$ns" "$ih" --config "$cfg" disarm --yes
+	if [ ! -e /run/vpnfw.armed ]; then ok "drop-in ($backend): disarm removed /run/vpnfw.armed"; else bad "drop-in ($backend): /run/vpnfw.armed is left after disarm"; fi
+	expect_rc 0 "drop-in ($backend): nft -f after disarm" in_ns "$ns" nft -f "$conf"
+	expect_rc 0 "drop-in ($backend): ExecReload after disarm" in_ns "$ns" "${argv[@]}"
+	lacks "drop-in ($backend): after disarm, ExecReload arms nothing" "$(ruleset "$ns")" "vpnfw"
+	expect_rc 0 "drop-in ($backend): baseline arms it again" in_ns "$ns" "$ih" --config "$cfg" baseline
+	if [ -e /run/vpnfw.armed ]; then ok "drop-in ($backend): baseline created /run/vpnfw.armed"; else bad "drop-in ($backend): no /run/vpnfw.armed after baseline"; fi
+
+	# A broken configuration: the lockdown, exit 2, which "-" makes systemd ignore.
+	write_config "$cfg" "VPNFW_SERVERS=192.0.2.1 nonsense"
+	expect_rc 0 "drop-in ($backend): nft flush ruleset with a broken configuration" in_ns "$ns" nft flush ruleset
+	dropin_argv "$dropin" ExecStopPost
+	expect_rc 2 "drop-in ($backend): ExecStopPost with a broken configuration exits 2" in_ns "$ns" "${argv[@]}"
+	has "drop-in ($backend): logs the lockdown" "$out" "lockdown applied: only loopback passes"
+	expect_rc 0 "drop-in ($backend): the live ruleset is the lockdown" in_ns "$ns" "$ih" --config "$work/empty.env" check
+}
+
+DROPIN_R=''
+test_nftables_dropin() {
+	DROPIN_R=$work/dropin
+	runnable_install "$DROPIN_R" || {
+		bad "install for the drop-in test failed"
+		return
+	}
+	write_config "$work/empty.env"
+	dropin_pass auto
+	dropin_pass iptables
+}
+
 test_networkmanager_and_wireguard() {
 	local r=$work/nmwg ns cfg ih nm before
 	runnable_install "$r" --networkmanager || {
@@ -656,10 +837,11 @@ test_unit
 test_deb
 if [ "$(id -u)" = 0 ]; then
 	test_plugin_and_boot
+	test_nftables_dropin
 	test_networkmanager_and_wireguard
 	test_maintainer_scripts
 else
-	skip "plugin, boot path, NetworkManager, wg-quick and maintainer scripts: need root (network namespaces)"
+	skip "plugin, boot path, nftables.service drop-in, NetworkManager, wg-quick and maintainer scripts: need root (network namespaces)"
 fi
 
 echo "integration: $passed passed, $failed failed, $skipped skipped"
