@@ -62,7 +62,7 @@ type app struct {
 	log            zerolog.Logger
 	// loadOpts, newBackend and nftSupported are seams for tests.
 	loadOpts     rules.LoadOptions
-	newBackend   func(cfg *rules.Config) (rules.Backend, error)
+	newBackend   func(cfg *rules.Config, sweep bool) (rules.Backend, error)
 	nftSupported func() (bool, error)
 	lockPath     string
 	// armedPath exists while vpnfw is armed: applied since boot and not
@@ -252,10 +252,7 @@ func (a *app) lockdown(cause error) error {
 	start := time.Now()
 	a.log.Error().Str("event", "baseline --boot").Msg("the configuration cannot be used at boot: " + cause.Error() + "; applying the lockdown (only loopback passes)")
 	cfg := rules.Lockdown()
-	err := a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
-		if sw, ok := be.(*rules.Switch); ok {
-			sw.Sweep = true
-		}
+	err := a.locked(cfg, true, func(ctx context.Context, be rules.Backend) error {
 		rs := rules.Policy(cfg, nil)
 		if err := be.Apply(ctx, rs); err != nil {
 			return fmt.Errorf("applying the lockdown with %s: %w", be.Name(), err)
@@ -296,10 +293,7 @@ func (a *app) applyEvent(ev Event) error {
 	if err := ev.validate(cfg); err != nil {
 		return err
 	}
-	return a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
-		if sw, ok := be.(*rules.Switch); ok {
-			sw.Sweep = ev.Command == "baseline"
-		}
+	return a.locked(cfg, ev.Command == "baseline", func(ctx context.Context, be rules.Backend) error {
 		tunnels, err := nextTunnels(ctx, be, cfg, ev)
 		if err != nil {
 			return err
@@ -315,15 +309,16 @@ func (a *app) applyEvent(ev Event) error {
 	})
 }
 
-// locked runs fn with the lock held and the backend set up. The lock comes
-// first: what the backend reads must still be true when it writes.
-func (a *app) locked(cfg *rules.Config, fn func(context.Context, rules.Backend) error) error {
+// locked runs fn with the lock held and the backend set up (sweep: see
+// systemBackend). The lock comes first: what the backend reads must still
+// be true when it writes.
+func (a *app) locked(cfg *rules.Config, sweep bool, fn func(context.Context, rules.Backend) error) error {
 	unlock, err := lock(a.lockPath, 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	be, err := a.newBackend(cfg)
+	be, err := a.newBackend(cfg, sweep)
 	if err != nil {
 		return err
 	}
@@ -388,8 +383,9 @@ func (a *app) backendChoice(cfg *rules.Config) string {
 
 // systemBackend returns the backend VPNFW_BACKEND picks, with the other one
 // behind it: rules left there by an earlier choice are removed once the
-// chosen backend is armed.
-func (a *app) systemBackend(cfg *rules.Config) (rules.Backend, error) {
+// chosen backend is armed; with sweep (baseline, the boot lockdown) after
+// every apply, not only the first.
+func (a *app) systemBackend(cfg *rules.Config, sweep bool) (rules.Backend, error) {
 	openIPT := func(ctx context.Context) (rules.Backend, error) { return iptables.Detect(ctx) }
 	openNFT := func(context.Context) (rules.Backend, error) {
 		if ok, err := a.nftSupported(); !ok {
@@ -398,7 +394,7 @@ func (a *app) systemBackend(cfg *rules.Config) (rules.Backend, error) {
 		return nftables.New(), nil
 	}
 	if a.backendChoice(cfg) == "nftables" {
-		return &rules.Switch{Chosen: nftables.New(), Others: []func(context.Context) (rules.Backend, error){openIPT}}, nil
+		return &rules.Switch{Chosen: nftables.New(), Others: []func(context.Context) (rules.Backend, error){openIPT}, Sweep: sweep}, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -406,7 +402,7 @@ func (a *app) systemBackend(cfg *rules.Config) (rules.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rules.Switch{Chosen: ipt, Others: []func(context.Context) (rules.Backend, error){openNFT}}, nil
+	return &rules.Switch{Chosen: ipt, Others: []func(context.Context) (rules.Backend, error){openNFT}, Sweep: sweep}, nil
 }
 
 // liveState loads the config, the backend and the desired ruleset for the
@@ -416,7 +412,7 @@ func (a *app) liveState(ctx context.Context) (*rules.Config, rules.Backend, *rul
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	be, err := a.newBackend(cfg)
+	be, err := a.newBackend(cfg, false)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -564,7 +560,7 @@ func (a *app) cmdDisarm(args []string) error {
 	if err != nil {
 		return err
 	}
-	return a.locked(cfg, func(ctx context.Context, be rules.Backend) error {
+	return a.locked(cfg, false, func(ctx context.Context, be rules.Backend) error {
 		if err := be.Disarm(ctx); err != nil {
 			return fmt.Errorf("disarming %s: %w", be.Name(), err)
 		}

@@ -98,6 +98,8 @@ type harness struct {
 	stdout, stderr *bytes.Buffer
 	// nftSupported is what the kernel probe answers (VPNFW_BACKEND=auto).
 	nftSupported bool
+	// sweeps records, per backend created, whether it was to sweep.
+	sweeps []bool
 }
 
 func newHarness(t *testing.T, config string) *harness {
@@ -131,8 +133,9 @@ func (h *harness) run(args ...string) int {
 			return v, ok
 		},
 		loadOpts: h.loadOpts,
-		newBackend: func(cfg *rules.Config) (rules.Backend, error) {
+		newBackend: func(cfg *rules.Config, sweep bool) (rules.Backend, error) {
 			h.backendCalls++
+			h.sweeps = append(h.sweeps, sweep)
 			if h.backendErr != nil {
 				return nil, h.backendErr
 			}
@@ -822,5 +825,20 @@ func TestArmedMarker(t *testing.T) {
 	h.expect(2, "--config", h.cfgPath, "baseline", "--boot")
 	if !armed() {
 		t.Fatal("the boot lockdown did not mark vpnfw armed")
+	}
+}
+
+// Only baseline and the boot lockdown sweep the other backend for leftovers:
+// up and down run on every tunnel event and skip that read.
+func TestSweepOnBaselineOnly(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.expect(0, "--config", h.cfgPath, "baseline")
+	h.expect(0, "--config", h.cfgPath, "up", "--dev", "tun0")
+	h.expect(0, "--config", h.cfgPath, "down", "--dev", "tun0")
+	h.expect(0, "--config", h.cfgPath, "check")
+	h.writeConfig("VPNFW_SERVERS=nonsense\n")
+	h.expect(2, "--config", h.cfgPath, "baseline", "--boot")
+	if want := []bool{true, false, false, false, true}; !slices.Equal(h.sweeps, want) {
+		t.Errorf("sweeps %v, want %v (baseline, up, down, check, lockdown)", h.sweeps, want)
 	}
 }
